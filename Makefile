@@ -1,0 +1,49 @@
+# translog developer entry points. Everything a fresh clone needs is installed from here.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= ./data
+LISTEN ?= 127.0.0.1:8080
+ORIGIN ?= localhost/dev-log
+TESTS  ?= tests
+PYTEST_ARGS ?= -q
+
+.PHONY: run test test-system bench lint fmt dev vectors soak clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	@touch $(STAMP)
+
+dev: $(STAMP)
+
+## make run: initialise ./data on first use (dev origin, keys, dev token) and serve on 127.0.0.1:8080
+run: $(STAMP)
+	@$(BIN)/translog dev-init --data $(DATA) --origin $(ORIGIN)
+	@$(BIN)/translog serve --data $(DATA) --listen $(LISTEN)
+
+## make test: the whole suite (TESTS=tests/unit to select)
+test: $(STAMP)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) $(TESTS)
+
+test-system: $(STAMP)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) -m system tests
+
+bench: $(STAMP)
+	@$(BIN)/python -m benchmarks.run
+
+lint: $(STAMP)
+	@$(BIN)/ruff format --check translog tests benchmarks scripts
+	@$(BIN)/ruff check translog tests benchmarks scripts
+	@$(BIN)/mypy
+
+fmt: $(STAMP)
+	@$(BIN)/ruff format translog tests benchmarks scripts
+	@$(BIN)/ruff check --fix translog tests benchmarks scripts
+
+vectors: $(STAMP)
+	@$(BIN)/python scripts/gen_vectors.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

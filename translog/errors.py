@@ -1,0 +1,110 @@
+"""The whole translog exception hierarchy.
+
+Every error translog raises derives from :class:`TranslogError`. Third-party exceptions are
+mapped once, at the module that touches the library (``lmdb.Error`` in ``storage/lmdb.py``,
+``InvalidSignature`` in ``signing.py``, msgpack errors in ``encoding``, aiohttp client errors in
+``client.py``). The HTTP layer maps these classes to status codes in exactly one table
+(``translog/http/errors.py``) and the CLI maps them to exit codes in ``cli.py``.
+
+Messages are lowercase, say what failed, and include the numbers involved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TranslogError(Exception):
+    """Root of every translog error."""
+
+    def diagnostics(self) -> str:
+        """A human-readable explanation for the CLI, one or more lines."""
+        return str(self)
+
+
+class ConfigError(TranslogError):
+    """A configuration file or setting is invalid; the message names the key."""
+
+
+class MalformedError(TranslogError):
+    """Input could not be parsed or decoded (note, checkpoint, proof, leaf, request body)."""
+
+
+class TooLargeError(MalformedError):
+    """Input exceeds a configured or format limit (payload, body, batch)."""
+
+
+class NotFoundError(TranslogError):
+    """An unknown log, index, key, tile or token."""
+
+
+class AuthError(TranslogError):
+    """Missing or invalid credentials (HTTP 401)."""
+
+
+class ForbiddenError(TranslogError):
+    """Valid credentials without the needed scope (HTTP 403)."""
+
+
+class ConflictError(TranslogError):
+    """A state conflict; for a witness, carries the size it knows (HTTP 409)."""
+
+    def __init__(self, message: str, known_size: int | None = None) -> None:
+        super().__init__(message)
+        self.known_size = known_size
+
+
+class PushbackError(TranslogError):
+    """The pending pool or a backlog is full; retry later (HTTP 503 + Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class VerificationError(TranslogError):
+    """Any proof or signature failure."""
+
+
+class InvalidProofError(VerificationError):
+    """A Merkle inclusion or consistency proof does not verify."""
+
+
+class InvalidSignatureError(VerificationError):
+    """A signature made by a known key does not verify."""
+
+
+class UnknownKeyError(VerificationError):
+    """No signature from a trusted key was found."""
+
+
+class InconsistencyError(VerificationError):
+    """Two signed checkpoints cannot be proven consistent; carries the evidence."""
+
+    def __init__(
+        self, message: str, older: Any = None, newer: Any = None, proof: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.older = older
+        self.newer = newer
+        self.proof = proof
+
+
+class NetworkError(TranslogError):
+    """A client-side transport failure."""
+
+
+class StorageError(TranslogError):
+    """A storage failure. The HTTP layer never echoes its message to clients."""
+
+
+class StorageFullError(StorageError):
+    """The disk or the configured LMDB map limit is full. Nothing was written."""
+
+
+class StorageCorruptError(StorageError):
+    """Stored data failed a consistency check (fsck or the startup check)."""
+
+
+class SequencerFatalError(StorageError):
+    """The sequencer stopped: the state after a failed commit is unknown."""
