@@ -1,0 +1,76 @@
+"""Shared fixtures: storages, signers, logs, and hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from translog.log import Log, LogOptions
+from translog.signing import NoteSigner, TreeHeadSigner
+from translog.storage.lmdb import LMDBStorage
+from translog.storage.memory import MemoryStorage
+
+settings.register_profile(
+    "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+ORIGIN = "test.example/log"
+
+
+@pytest.fixture
+def memory_storage() -> MemoryStorage:
+    return MemoryStorage()
+
+
+@pytest.fixture
+def lmdb_storage(tmp_path: Path) -> Iterator[LMDBStorage]:
+    storage = LMDBStorage(tmp_path / "lmdb", map_size=1 << 20)
+    yield storage
+    storage.close()
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def storage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[MemoryStorage | LMDBStorage]:
+    """Each storage backend in turn, for the conformance suite."""
+    if request.param == "memory":
+        yield MemoryStorage()
+    else:
+        s = LMDBStorage(tmp_path / "lmdb", map_size=1 << 20)
+        yield s
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def signer() -> NoteSigner:
+    return NoteSigner.generate(ORIGIN)
+
+
+@pytest.fixture(scope="session")
+def tree_head_signer() -> TreeHeadSigner:
+    return TreeHeadSigner.generate()
+
+
+@pytest.fixture
+async def memory_log(
+    memory_storage: MemoryStorage, signer: NoteSigner, tree_head_signer: TreeHeadSigner
+) -> AsyncIterator[Log]:
+    log = Log(
+        memory_storage,
+        ORIGIN,
+        signer,
+        tree_head_signer,
+        LogOptions(publish_interval_ms=50, max_pending=10_000),
+    )
+    await log.start()
+    yield log
+    await log.close()

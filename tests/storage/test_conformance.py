@@ -1,0 +1,159 @@
+"""One conformance suite for the Storage contract, run against the memory twin and LMDB."""
+
+from __future__ import annotations
+
+import pytest
+
+from translog.errors import NotFoundError, StorageCorruptError
+from translog.leaf import committed_leaf, inline_leaf
+from translog.merkle import Frontier, MemoryHashes, leaf_hash, subtree_nodes
+from translog.storage.base import NewEntry, Storage, StoredCheckpoint, WriteBatch
+
+
+def make_batch(
+    frontier: Frontier, model: MemoryHashes, n: int, ts: int, *, committed: bool = True
+) -> WriteBatch:
+    start = frontier.size
+    entries, nodes = [], []
+    for i in range(n):
+        payload = f"payload {start + i}".encode()
+        if committed:
+            salt = bytes([(start + i) % 256]) * 32
+            leaf = committed_leaf(ts, payload, salt)
+            entries.append(NewEntry(leaf, salt, payload))
+        else:
+            leaf = inline_leaf(ts, payload)
+            entries.append(NewEntry(leaf))
+        h = leaf_hash(leaf)
+        nodes.extend(frontier.append(h))
+        model.append(h)
+    return WriteBatch(start, entries, nodes, ts)
+
+
+def all_nodes(size: int) -> list[tuple[int, int]]:
+    out = []
+    level = 0
+    while (1 << level) <= size:
+        out.extend((level, i) for i in range(size >> level))
+        level += 1
+    return out
+
+
+def test_empty(storage: Storage) -> None:
+    assert storage.size() == 0
+    assert storage.last_timestamp() == 0
+    assert storage.get_entries(0, 0) == []
+    assert storage.latest_checkpoint() is None
+    assert list(storage.checkpoints()) == []
+    with pytest.raises(NotFoundError):
+        storage.read_hashes([(0, 0)])
+    with pytest.raises(NotFoundError):
+        storage.get_entries(0, 1)
+
+
+@pytest.mark.parametrize("batches", [[1], [5, 1, 1], [62, 62, 1], [61, 2, 200, 300], [1000]])
+def test_hashes_every_level(storage: Storage, batches: list[int]) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    ts = 1000
+    for n in batches:
+        storage.append(make_batch(frontier, model, n, ts))
+        ts += 1
+        nodes = all_nodes(storage.size())
+        assert storage.read_hashes(nodes) == model.read_hashes(nodes)
+    assert storage.size() == sum(batches)
+    assert storage.last_timestamp() == ts - 1
+    size = storage.size()
+    with pytest.raises(NotFoundError):
+        storage.read_hashes([(0, size)])
+    with pytest.raises(NotFoundError):
+        storage.read_hashes([(1, size // 2)])  # incomplete at level 1 (or out of range)
+
+
+def test_entries_round_trip(storage: Storage) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    storage.append(make_batch(frontier, model, 3, 5, committed=True))
+    storage.append(make_batch(frontier, model, 2, 6, committed=False))
+    entries = storage.get_entries(0, 5)
+    assert [e.index for e in entries] == [0, 1, 2, 3, 4]
+    assert entries[1].payload == b"payload 1" and entries[1].salt == bytes([1]) * 32
+    assert entries[4].payload is None and entries[4].salt is None
+    assert entries[4].leaf == inline_leaf(6, b"payload 4")
+    assert [leaf_hash(e.leaf) for e in entries] == model.read_hashes([(0, i) for i in range(5)])
+    assert storage.get_entries(2, 4) == entries[2:4]
+    with pytest.raises(NotFoundError):
+        storage.get_entries(4, 6)
+
+
+def test_committed_empty_payload_is_not_erased(storage: Storage) -> None:
+    salt = b"\x07" * 32
+    leaf = committed_leaf(1, b"", salt)
+    f = Frontier()
+    storage.append(WriteBatch(0, [NewEntry(leaf, salt, b"")], f.append(leaf_hash(leaf)), 1))
+    e = storage.get_entries(0, 1)[0]
+    assert e.salt == salt and e.payload == b""
+
+
+def test_append_must_start_at_size(storage: Storage) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    batch = make_batch(frontier, model, 3, 1)
+    storage.append(batch)
+    with pytest.raises(StorageCorruptError):
+        storage.append(batch)  # same start again: a fork attempt
+    assert storage.size() == 3
+
+
+def test_timestamp_never_decreases(storage: Storage) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    storage.append(make_batch(frontier, model, 1, 100))
+    with pytest.raises(StorageCorruptError):
+        storage.append(make_batch(frontier.copy(), MemoryHashes(), 1, 99))
+    assert storage.size() == 1 and storage.last_timestamp() == 100
+
+
+def test_dedupe_and_leaf_index(storage: Storage) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    b = make_batch(frontier, model, 4, 1)
+    storage.append(WriteBatch(b.start, b.entries, b.nodes, b.timestamp_ms, {b"k" * 16: 2}))
+    assert storage.lookup_dedupe(b"k" * 16) == 2
+    assert storage.lookup_dedupe(b"x" * 16) is None
+    for i in range(4):
+        assert storage.find_leaf_hash(model.read_hashes([(0, i)])[0]) == i
+    assert storage.find_leaf_hash(b"\0" * 32) is None
+
+
+def test_checkpoint_history(storage: Storage) -> None:
+    storage.put_checkpoint(StoredCheckpoint(0, 1, b"a"))
+    storage.put_checkpoint(StoredCheckpoint(5, 2, b"b"))
+    storage.put_checkpoint(StoredCheckpoint(5, 3, b"c"))  # re-signed, same size
+    latest = storage.latest_checkpoint()
+    assert latest == StoredCheckpoint(5, 3, b"c")
+    assert list(storage.checkpoints()) == [
+        StoredCheckpoint(0, 1, b"a"),
+        StoredCheckpoint(5, 2, b"b"),
+    ]
+    assert list(storage.checkpoints(1)) == [StoredCheckpoint(5, 2, b"b")]
+    with pytest.raises(StorageCorruptError):
+        storage.put_checkpoint(StoredCheckpoint(4, 4, b"d"))
+    assert storage.latest_checkpoint() == latest
+
+
+def test_erase_payload_keeps_leaf(storage: Storage) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    storage.append(make_batch(frontier, model, 2, 1))
+    storage.append(make_batch(frontier, model, 1, 2, committed=False))
+    before = storage.read_hashes(all_nodes(3))
+    assert storage.erase_payload(1) is True
+    assert storage.erase_payload(1) is False
+    assert storage.erase_payload(2) is False  # inline: nothing to erase
+    e = storage.get_entries(1, 2)[0]
+    assert e.payload is None and e.salt is None and len(e.leaf) == 42
+    assert storage.read_hashes(all_nodes(3)) == before
+    assert storage.get_entries(0, 1)[0].payload == b"payload 0"
+
+
+def test_proof_nodes_for_every_prefix(storage: Storage) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    storage.append(make_batch(frontier, model, 300, 1))
+    for size in (1, 2, 62, 63, 124, 255, 256, 257, 300):
+        nodes = subtree_nodes(0, size)
+        assert storage.read_hashes(nodes) == model.read_hashes(nodes)

@@ -1,0 +1,107 @@
+"""LMDB-only behaviour: persistence across reopen, map growth, a full map, concurrent reads."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from translog.errors import StorageCorruptError, StorageFullError
+from translog.merkle import Frontier, MemoryHashes
+from translog.storage.base import StoredCheckpoint
+from translog.storage.lmdb import CHUNK, LMDBStorage
+
+from .test_conformance import all_nodes, make_batch
+
+
+def test_reopen_restores_everything(tmp_path: Path) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    s = LMDBStorage(tmp_path / "db", map_size=1 << 20)
+    s.append(make_batch(frontier, model, CHUNK * 3 + 5, 10))
+    s.put_checkpoint(StoredCheckpoint(7, 11, b"note"))
+    s.close()
+    s = LMDBStorage(tmp_path / "db", map_size=1 << 20)
+    assert s.size() == CHUNK * 3 + 5 and s.last_timestamp() == 10
+    assert s.read_hashes(all_nodes(s.size())) == model.read_hashes(all_nodes(s.size()))
+    assert s.latest_checkpoint() == StoredCheckpoint(7, 11, b"note")
+    # appends continue from the restored tails
+    s.append(make_batch(frontier, model, 100, 12))
+    assert s.read_hashes(all_nodes(s.size())) == model.read_hashes(all_nodes(s.size()))
+    s.close()
+
+
+def test_map_grows_as_needed(tmp_path: Path) -> None:
+    s = LMDBStorage(tmp_path / "db", map_size=64 * 1024)
+    frontier, model = Frontier(), MemoryHashes()
+    for i in range(20):
+        s.append(make_batch(frontier, model, 200, i))
+    assert s.size() == 4000
+    assert s.raw_env().info()["map_size"] > 64 * 1024
+    assert s.read_hashes(all_nodes(4000)) == model.read_hashes(all_nodes(4000))
+    s.close()
+
+
+def test_full_map_is_a_clean_error(tmp_path: Path) -> None:
+    limit = 1024 * 1024
+    s = LMDBStorage(tmp_path / "db", map_size=64 * 1024, max_map_size=limit)
+    frontier, model = Frontier(), MemoryHashes()
+    with pytest.raises(StorageFullError):
+        for i in range(1000):
+            f2, m2 = frontier.copy(), MemoryHashes()
+            batch = make_batch(f2, m2, 100, i)
+            s.append(batch)
+            frontier = f2
+            for h in m2.read_hashes([(0, j) for j in range(m2.size)]):
+                model.append(h)
+    size = s.size()
+    assert size > 0 and size % 100 == 0
+    # nothing of the failed batch is visible, reads still work, and the store is not corrupt
+    assert s.read_hashes(all_nodes(size)) == model.read_hashes(all_nodes(size))
+    assert len(s.get_entries(0, size)) == size
+    s.close()
+    s = LMDBStorage(tmp_path / "db", map_size=64 * 1024, max_map_size=limit * 4)
+    assert s.size() == size
+    s.append(make_batch(frontier, model, 100, 10_000))  # recovers when space returns
+    assert s.read_hashes(all_nodes(s.size())) == model.read_hashes(all_nodes(s.size()))
+    s.close()
+
+
+def test_readers_during_writes_and_growth(tmp_path: Path) -> None:
+    s = LMDBStorage(tmp_path / "db", map_size=64 * 1024)
+    frontier, model = Frontier(), MemoryHashes()
+    s.append(make_batch(frontier, model, 10, 0))
+    first = model.read_hashes(all_nodes(10))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                assert s.read_hashes(all_nodes(10)) == first
+                assert len(s.get_entries(0, 10)) == 10
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(30):
+        s.append(make_batch(frontier, model, 150, i + 1))
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert s.read_hashes(all_nodes(s.size())) == model.read_hashes(all_nodes(s.size()))
+    s.close()
+
+
+def test_corrupt_tail_detected_at_open(tmp_path: Path) -> None:
+    s = LMDBStorage(tmp_path / "db", map_size=1 << 20)
+    s.append(make_batch(Frontier(), MemoryHashes(), 10, 1))
+    env, dbs = s.raw_env(), s.db_handles()
+    with env.begin(write=True) as txn:
+        txn.put(bytes([0]), b"\0" * 31, db=dbs["tail"])
+    s.close()
+    with pytest.raises(StorageCorruptError):
+        LMDBStorage(tmp_path / "db", map_size=1 << 20)

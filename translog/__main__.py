@@ -1,0 +1,7 @@
+"""``python -m translog``."""
+
+import sys
+
+from translog.cli import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""Configuration: frozen dataclasses loaded from TOML (stdlib ``tomllib``).
+
+Every key is documented on its field and in ``config/example.toml``. Unknown keys and wrong
+types are rejected with a ``ConfigError`` that names the key (``"sequencer.max_pending: …"``).
+Paths in the file are relative to the data directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from translog.errors import ConfigError
+
+CONFIG_NAME = "translog.toml"
+
+
+@dataclass(frozen=True)
+class LogSection:
+    """[log]: identity of the log."""
+
+    origin: str = ""
+    """Checkpoint origin line and note key name, a schema-less URL prefix (required)."""
+
+
+@dataclass(frozen=True)
+class KeysSection:
+    """[keys]: key files, relative to the data directory. Private files must be mode 0600."""
+
+    note_key: str = "keys/log.key"
+    """Ed25519 note signer key (PRIVATE+KEY+… text)."""
+    ct_key: str = "keys/ct.key"
+    """ECDSA P-256 private key (PKCS#8 PEM) for RFC 6962 tree head signatures."""
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    """[storage]: the LMDB environment under <data>/lmdb."""
+
+    map_size_mb: int = 1024
+    """Initial LMDB map size in MiB; it doubles whenever it fills."""
+    max_map_size_mb: int = 0
+    """Upper bound for the map in MiB; 0 = no bound. Past it, appends fail with 'storage full'."""
+    index_leaf_hashes: bool = True
+    """Keep a leaf-hash index (needed by get-proof-by-hash and `prove --hash`)."""
+
+
+@dataclass(frozen=True)
+class SequencerSection:
+    """[sequencer]: the pending pool and group commit."""
+
+    max_batch_entries: int = 4096
+    """Upper bound on entries integrated in one LMDB write transaction."""
+    max_batch_age_ms: int = 50
+    """Upper bound on how long an entry may wait for its batch to be cut. The sequencer never
+    waits to fill a batch: whenever the writer is free it cuts whatever is pending."""
+    max_pending: int = 100_000
+    """Entries accepted but not yet durable; beyond it submissions get a pushback (503)."""
+
+
+@dataclass(frozen=True)
+class PublisherSection:
+    """[publisher]: periodic signed checkpoints."""
+
+    interval_ms: int = 1000
+    """Sign and publish a checkpoint this often, even when the tree did not grow."""
+    max_merge_delay_ms: int = 10_000
+    """Promise (?wait=0) deadline: an accepted entry is in the tree within this delay."""
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    """[server]: HTTP front end."""
+
+    listen: str = "127.0.0.1:8080"
+    """host:port to bind; port 0 picks a free port."""
+    prefix: str = ""
+    """URL path prefix for every route, e.g. "/log1" (empty: routes at the root)."""
+    public_tree: bool = True
+    """Serve checkpoints, tiles, proofs and leaves without a token."""
+    public_payloads: bool = False
+    """Serve committed payloads and salts without a read token."""
+    default_kind: str = "committed"
+    """How payloads are stored when the request does not say: "committed" or "inline"."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body accepted."""
+    max_payload_bytes: int = 1024 * 1024
+    """Largest single payload accepted (committed payloads may exceed the 65,535-byte leaf)."""
+    max_batch_entries: int = 10_000
+    """Most entries in one batch request."""
+    tokens_file: str = "tokens.json"
+    """Token store (hashes only), relative to the data directory."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one log."""
+
+    log: LogSection = field(default_factory=LogSection)
+    keys: KeysSection = field(default_factory=KeysSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    sequencer: SequencerSection = field(default_factory=SequencerSection)
+    publisher: PublisherSection = field(default_factory=PublisherSection)
+    server: ServerSection = field(default_factory=ServerSection)
+
+    def validate(self) -> None:
+        """Check cross-field rules; raise ConfigError naming the key."""
+        if not self.log.origin or any(c.isspace() or c == "+" for c in self.log.origin):
+            raise ConfigError("log.origin: must be non-empty, without spaces or '+'")
+        positive = {
+            "sequencer.max_batch_entries": self.sequencer.max_batch_entries,
+            "sequencer.max_pending": self.sequencer.max_pending,
+            "publisher.interval_ms": self.publisher.interval_ms,
+            "storage.map_size_mb": self.storage.map_size_mb,
+            "server.max_body_bytes": self.server.max_body_bytes,
+            "server.max_payload_bytes": self.server.max_payload_bytes,
+            "server.max_batch_entries": self.server.max_batch_entries,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key}: must be positive, got {value}")
+        if self.sequencer.max_batch_age_ms < 0 or self.sequencer.max_batch_age_ms > 100:
+            raise ConfigError("sequencer.max_batch_age_ms: must be between 0 and 100")
+        if self.storage.max_map_size_mb < 0:
+            raise ConfigError("storage.max_map_size_mb: must be 0 (no limit) or positive")
+        if self.server.default_kind not in ("committed", "inline"):
+            raise ConfigError('server.default_kind: must be "committed" or "inline"')
+        if self.server.prefix and (
+            not self.server.prefix.startswith("/") or self.server.prefix.endswith("/")
+        ):
+            raise ConfigError('server.prefix: must start with "/" and not end with "/"')
+
+
+T = TypeVar("T")
+
+
+def _check_type(key: str, value: Any, typ: Any) -> Any:
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - schema bug
+
+
+def _build(cls: type[T], data: Any, prefix: str) -> T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in known:
+            raise ConfigError(f"{key}: unknown key")
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ) and not isinstance(typ, types.GenericAlias):
+            kwargs[name] = _build(typ, value, key + ".")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _check_type(key, value, typ)
+    return cls(**kwargs)
+
+
+def parse_config(text: str, *, source: str = "config") -> Config:
+    """Parse and validate TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from e
+    config = _build(Config, data, "")
+    config.validate()
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate a config file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"couldn't read config {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path} is not UTF-8") from e
+    return parse_config(text, source=str(path))
+
+
+def format_config(config: Config) -> str:
+    """Render a config as TOML (only string, int and bool values exist)."""
+    lines: list[str] = []
+    for section in dataclasses.fields(config):
+        lines.append(f"[{section.name}]")
+        sub = getattr(config, section.name)
+        for f in dataclasses.fields(sub):
+            value = getattr(sub, f.name)
+            if isinstance(value, bool):
+                rendered = "true" if value else "false"
+            elif isinstance(value, int):
+                rendered = str(value)
+            else:
+                rendered = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            lines.append(f"{f.name} = {rendered}")
+        lines.append("")
+    return "\n".join(lines)

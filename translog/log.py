@@ -1,0 +1,519 @@
+"""The log: pending pool → group-committed sequencer → signed checkpoints.
+
+Data flow for one submission::
+
+    append(payload) ──► leaf built (timestamp, salt) ──► pending pool (bounded, FIFO)
+                                                            │ cut whenever the writer is free
+                                                            ▼
+    writer thread:  Frontier.append(leaf hashes) ──► Storage.append(batch)  (one txn, fsync)
+                                                            │ durable
+                                                            ▼
+                    sign a checkpoint for the new size  ──► futures resolved (index, checkpoint)
+
+* **Group commit.** The sequencer never waits to fill a batch. While one batch commits, new
+  submissions pile up in the pool; as soon as the commit ends, everything pending (up to
+  ``max_batch_entries``) becomes the next batch. An idle log therefore adds no delay, and a
+  busy one amortises each fsync over many entries.
+* **Durable before known.** No submitter learns its index, and no checkpoint is signed over a
+  tree, before the batch's transaction is durable.
+* **Timestamps never decrease.** A leaf's timestamp is taken when it enters the pool, as
+  ``max(now, previous)``; the pool is FIFO, so leaf timestamps are non-decreasing along the
+  log, across restarts too (the last one is stored).
+* **One writer.** All storage writes (batches, published checkpoints) run on one thread, so
+  they are serialised, and no LMDB transaction crosses a thread or an ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from translog.errors import (
+    MalformedError,
+    PushbackError,
+    SequencerFatalError,
+    StorageCorruptError,
+    StorageError,
+    StorageFullError,
+    TooLargeError,
+    TranslogError,
+)
+from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, inline_leaf, new_salts
+from translog.merkle import Frontier, leaf_hash, prove_consistency, prove_inclusion, tree_hash
+from translog.signing import NoteSigner, TreeHeadSigner, parse_vkey
+from translog.storage.base import NewEntry, Storage, StoredCheckpoint, StoredEntry, WriteBatch
+
+log = logging.getLogger("translog.log")
+
+
+def now_ms() -> int:
+    """Wall-clock UTC time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    """A checkpoint, the time it was signed, and its signed note bytes."""
+
+    checkpoint: Checkpoint
+    timestamp_ms: int
+    note: bytes
+    tree_head_signature: bytes = b""
+    """RFC 6962 TLS-encoded ECDSA signature (published checkpoints only)."""
+
+    @property
+    def size(self) -> int:
+        """Tree size."""
+        return self.checkpoint.size
+
+    @property
+    def root_hash(self) -> bytes:
+        """Root hash."""
+        return self.checkpoint.root_hash
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of one submission, known only once it is durable."""
+
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+    timestamp_ms: int
+    salt: bytes | None
+    checkpoint: SignedCheckpoint
+    """A checkpoint signed over a durable tree that contains this entry."""
+    duplicate: bool = False
+    """True when an idempotency key matched an earlier entry; the fields are the earlier ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A submission in the pool: its leaf is fixed, its index is not yet known."""
+
+    leaf: bytes
+    leaf_hash: bytes
+    timestamp_ms: int
+    salt: bytes | None
+
+
+@dataclass(slots=True)
+class _Group:
+    """Submissions enqueued together; they are sequenced in one batch, in order."""
+
+    accepted: list[Accepted]
+    payloads: list[bytes | None]
+    keys: list[bytes | None] | None
+    future: asyncio.Future[list[Appended]]
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """Sequencer and publisher knobs (see translog.config for their documentation)."""
+
+    max_batch_entries: int = 4096
+    max_batch_age_ms: int = 50
+    max_pending: int = 100_000
+    publish_interval_ms: int = 1000
+
+
+class Log:
+    """One transparency log over a :class:`~translog.storage.base.Storage`.
+
+    Use :meth:`start` inside a running event loop, and :meth:`close` to drain and stop.
+    Read methods are synchronous and cheap (a handful of storage reads).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        origin: str,
+        signer: NoteSigner,
+        tree_head_signer: TreeHeadSigner | None = None,
+        options: LogOptions | None = None,
+    ) -> None:
+        self.storage = storage
+        self.origin = origin
+        self.signer = signer
+        self.tree_head_signer = tree_head_signer
+        self.options = options or LogOptions()
+        self._frontier = Frontier.from_reader(storage.size(), storage)
+        self._last_ts = storage.last_timestamp()
+        self._check_latest_checkpoint()
+        self._pool: collections.deque[_Group] = collections.deque()
+        self._pending = 0
+        self._inflight: dict[bytes, asyncio.Future[list[Appended]]] = {}
+        self._wakeup: asyncio.Event | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tl-writer")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._fatal: BaseException | None = None
+        self._published: SignedCheckpoint | None = None
+        self._published_waiters: list[tuple[int, asyncio.Future[SignedCheckpoint]]] = []
+        self._current = self._sign(self._frontier.size, self._frontier.root(), self._last_ts)
+        self.stats = collections.Counter[str]()
+        self.batch_sizes: list[int] = []
+        self.integration_seconds: list[float] = []
+
+    # -- startup checks ----------------------------------------------------------------
+
+    def _check_latest_checkpoint(self) -> None:
+        """Refuse to run on a store that no longer matches what the log has signed."""
+        latest = self.storage.latest_checkpoint()
+        if latest is None:
+            return
+        try:
+            cp, _, _ = open_checkpoint(
+                latest.note, parse_vkey(self.signer.vkey), origin=self.origin
+            )
+        except TranslogError as e:
+            raise StorageCorruptError(f"latest stored checkpoint does not verify: {e}") from e
+        size = self._frontier.size
+        if cp.size > size:
+            raise StorageCorruptError(
+                f"latest stored checkpoint has size {cp.size} but the tree has only {size} "
+                "leaves: the data was rolled back; refusing to fork the log"
+            )
+        root = tree_hash(cp.size, self.storage)
+        if root != cp.root_hash:
+            raise StorageCorruptError(
+                f"stored tree root at size {cp.size} does not match the signed checkpoint: "
+                f"expected {cp.root_hash.hex()}, found {root.hex()}"
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the sequencer and publisher tasks; publish a first checkpoint."""
+        self._wakeup = asyncio.Event()
+        await self.publish()
+        self._tasks = [
+            asyncio.create_task(self._sequence_loop(), name="translog-sequencer"),
+            asyncio.create_task(self._publish_loop(), name="translog-publisher"),
+        ]
+
+    async def close(self) -> None:
+        """Stop accepting, sequence everything already accepted, publish, and stop."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._tasks:
+            await self._tasks[0]
+            self._tasks[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tasks[1]
+            if self._fatal is None:
+                with contextlib.suppress(TranslogError):
+                    await self.publish()
+        self._writer.shutdown(wait=True)
+        self.storage.close()
+
+    # -- submission --------------------------------------------------------------------
+
+    def _timestamp(self) -> int:
+        ts = now_ms()
+        if ts < self._last_ts:
+            ts = self._last_ts
+        self._last_ts = ts
+        return ts
+
+    def accept(self, payloads: Sequence[bytes], *, committed: bool) -> list[Accepted]:
+        """Build the leaves for ``payloads`` now (timestamp and salt are fixed here)."""
+        ts = self._timestamp()
+        out: list[Accepted] = []
+        if committed:
+            for payload, salt in zip(payloads, new_salts(len(payloads)), strict=True):
+                leaf = committed_leaf(ts, payload, salt)
+                out.append(Accepted(leaf, leaf_hash(leaf), ts, salt))
+        else:
+            for payload in payloads:
+                if len(payload) > MAX_INLINE_PAYLOAD:
+                    raise TooLargeError(
+                        f"inline payload of {len(payload)} bytes exceeds the "
+                        f"{MAX_INLINE_PAYLOAD}-byte limit of a leaf; submit it committed"
+                    )
+                leaf = inline_leaf(ts, payload)
+                out.append(Accepted(leaf, leaf_hash(leaf), ts, None))
+        return out
+
+    def submit(
+        self,
+        payloads: Sequence[bytes],
+        *,
+        committed: bool = True,
+        keys: Sequence[bytes | None] | None = None,
+        accepted: list[Accepted] | None = None,
+    ) -> asyncio.Future[list[Appended]]:
+        """Enqueue ``payloads``; the future resolves once all of them are durable.
+
+        ``keys`` are idempotency-key digests (already scoped by the caller), one per payload
+        or None. Raises ``PushbackError`` when the pool is full and ``MalformedError`` for an
+        empty submission. ``accepted`` passes leaves built earlier by :meth:`accept`.
+        """
+        if self._fatal is not None:
+            raise SequencerFatalError(f"the sequencer stopped: {self._fatal}")
+        if self._closing or self._wakeup is None:
+            raise PushbackError("the log is shutting down", retry_after=5.0)
+        if not payloads:
+            raise MalformedError("no entries in submission")
+        if keys is not None and len(keys) != len(payloads):
+            raise MalformedError("one idempotency key per payload is required")
+        n = len(payloads)
+        if self._pending + n > self.options.max_pending:
+            self.stats["pushbacks"] += 1
+            raise PushbackError(
+                f"pending pool is full ({self._pending} of {self.options.max_pending} entries)",
+                retry_after=0.5,
+            )
+        loop = asyncio.get_running_loop()
+        if keys is not None and n == 1 and keys[0] is not None:
+            prior = self._inflight.get(keys[0])
+            if prior is not None:
+                return prior
+        if accepted is None:
+            accepted = self.accept(payloads, committed=committed)
+        fut: asyncio.Future[list[Appended]] = loop.create_future()
+        group = _Group(accepted, list(payloads) if committed else [None] * n, None, fut)
+        if keys is not None:
+            group.keys = list(keys)
+            if n == 1 and keys[0] is not None:
+                # Only single submissions share a future; duplicates inside larger groups are
+                # resolved by the writer (batch-local map, then the stored dedupe index).
+                self._inflight.setdefault(keys[0], fut)
+        self._pool.append(group)
+        self._pending += n
+        self.stats["submitted"] += n
+        self._wakeup.set()
+        return fut
+
+    async def append(
+        self, payload: bytes, *, committed: bool = True, key: bytes | None = None
+    ) -> Appended:
+        """Submit one payload and wait until it is durable."""
+        keys = None if key is None else [key]
+        result = await self.submit([payload], committed=committed, keys=keys)
+        return result[0]
+
+    # -- sequencing --------------------------------------------------------------------
+
+    def _cut(self) -> list[_Group]:
+        groups: list[_Group] = []
+        count = 0
+        limit = self.options.max_batch_entries
+        while self._pool and (not groups or count + len(self._pool[0].accepted) <= limit):
+            group = self._pool.popleft()
+            groups.append(group)
+            count += len(group.accepted)
+        self._pending -= count
+        return groups
+
+    async def _sequence_loop(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pool:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            groups = self._cut()
+            started = time.monotonic()
+            try:
+                results = await loop.run_in_executor(self._writer, self._integrate, groups)
+            except StorageFullError as e:
+                self.stats["storage_full"] += 1
+                log.error("batch rejected: %s", e)
+                self._fail(groups, e)
+                continue
+            except (StorageError, Exception) as e:
+                self._fatal = e
+                log.critical("sequencer stopped: %s", e)
+                fatal = SequencerFatalError(f"the sequencer stopped: {e}")
+                self._fail(groups, fatal)
+                self._fail(list(self._pool), fatal)
+                self._pool.clear()
+                self._pending = 0
+                return
+            self.integration_seconds.append(time.monotonic() - started)
+            for group, appended in zip(groups, results, strict=True):
+                self._release_keys(group)
+                if not group.future.done():
+                    group.future.set_result(appended)
+
+    def _release_keys(self, group: _Group) -> None:
+        for k in group.keys or ():
+            if k is not None and self._inflight.get(k) is group.future:
+                del self._inflight[k]
+
+    def _fail(self, groups: list[_Group], error: BaseException) -> None:
+        for group in groups:
+            self._release_keys(group)
+            if not group.future.done():
+                group.future.set_exception(error)
+
+    def _integrate(self, groups: list[_Group]) -> list[list[Appended]]:
+        """Writer thread: append the batch durably, then sign a checkpoint over it."""
+        frontier = self._frontier.copy()
+        start = frontier.size
+        entries: list[NewEntry] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        dedupe: dict[bytes, int] = {}
+        plan: list[list[tuple[int, Accepted | None]]] = []
+        ts = self.storage.last_timestamp()
+        for group in groups:
+            keys = group.keys
+            row: list[tuple[int, Accepted | None]] = []
+            for j, acc in enumerate(group.accepted):
+                key = keys[j] if keys is not None else None
+                if key is not None:
+                    prior = dedupe.get(key)
+                    if prior is None:
+                        prior = self.storage.lookup_dedupe(key)
+                    if prior is not None:
+                        row.append((prior, None))
+                        continue
+                    dedupe[key] = frontier.size
+                payload = group.payloads[j]
+                entries.append(NewEntry(acc.leaf, acc.salt, payload if acc.salt else None))
+                row.append((frontier.size, acc))
+                nodes.extend(frontier.append(acc.leaf_hash))
+                ts = max(ts, acc.timestamp_ms)
+            plan.append(row)
+        if entries:
+            self.storage.append(WriteBatch(start, entries, nodes, ts, dedupe))
+            self._frontier = frontier
+            self.batch_sizes.append(len(entries))
+            # Durable: only now may a checkpoint cover the new entries.
+            self._current = self._sign(frontier.size, frontier.root(), ts)
+        current = self._current
+        out: list[list[Appended]] = []
+        for row in plan:
+            appended = []
+            for index, item in row:
+                if item is None:
+                    appended.append(self._read_appended(index, current))
+                else:
+                    appended.append(
+                        Appended(
+                            index, item.leaf, item.leaf_hash, item.timestamp_ms, item.salt, current
+                        )
+                    )
+            out.append(appended)
+        return out
+
+    def _read_appended(self, index: int, current: SignedCheckpoint) -> Appended:
+        entry = self.storage.get_entries(index, index + 1)[0]
+        ts = int.from_bytes(entry.leaf[1:9], "big")
+        return Appended(
+            index, entry.leaf, leaf_hash(entry.leaf), ts, entry.salt, current, duplicate=True
+        )
+
+    def _sign(self, size: int, root: bytes, ts: int) -> SignedCheckpoint:
+        cp = Checkpoint(self.origin, size, root)
+        return SignedCheckpoint(cp, ts, sign_checkpoint(cp, self.signer))
+
+    # -- publication -------------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        interval = self.options.publish_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.publish()
+            except TranslogError as e:
+                log.error("couldn't publish a checkpoint: %s", e)
+
+    async def publish(self) -> SignedCheckpoint:
+        """Sign, store durably and publish a checkpoint over the latest durable tree."""
+        loop = asyncio.get_running_loop()
+        published = await loop.run_in_executor(self._writer, self._publish)
+        self._published = published
+        self.stats["published"] += 1
+        waiters, self._published_waiters = self._published_waiters, []
+        for min_size, fut in waiters:
+            if published.size >= min_size:
+                if not fut.done():
+                    fut.set_result(published)
+            else:
+                self._published_waiters.append((min_size, fut))
+        return published
+
+    def _publish(self) -> SignedCheckpoint:
+        """Writer thread: the frontier here is exactly the durable tree."""
+        size, root = self._frontier.size, self._frontier.root()
+        prev = self._published.timestamp_ms if self._published else 0
+        ts = max(now_ms(), prev, self.storage.last_timestamp())
+        cp = Checkpoint(self.origin, size, root)
+        note = sign_checkpoint(cp, self.signer)
+        sth = b""
+        if self.tree_head_signer is not None:
+            sth = self.tree_head_signer.sign_tree_head(ts, size, root)
+        self.storage.put_checkpoint(StoredCheckpoint(size, ts, note))
+        return SignedCheckpoint(cp, ts, note, sth)
+
+    async def wait_published(self, min_size: int) -> SignedCheckpoint:
+        """Wait for the next published checkpoint whose size is at least ``min_size``."""
+        fut: asyncio.Future[SignedCheckpoint] = asyncio.get_running_loop().create_future()
+        self._published_waiters.append((min_size, fut))
+        return await fut
+
+    # -- reads -------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Durable tree size."""
+        return self._frontier.size
+
+    @property
+    def pending(self) -> int:
+        """Entries accepted but not yet durable."""
+        return self._pending
+
+    @property
+    def current(self) -> SignedCheckpoint:
+        """The newest checkpoint signed over the durable tree (per batch)."""
+        return self._current
+
+    @property
+    def published(self) -> SignedCheckpoint | None:
+        """The newest checkpoint published on the interval."""
+        return self._published
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """Why the sequencer stopped, if it did."""
+        return self._fatal
+
+    def inclusion_proof(self, index: int, size: int) -> tuple[bytes, ...]:
+        """Audit path for ``index`` in the tree of ``size`` leaves (size ≤ durable size)."""
+        self._check_size(size)
+        return prove_inclusion(index, size, self.storage)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
+        """Consistency proof from ``old_size`` to ``new_size`` (new_size ≤ durable size)."""
+        self._check_size(new_size)
+        return prove_consistency(old_size, new_size, self.storage)
+
+    def root_at(self, size: int) -> bytes:
+        """The root hash of the first ``size`` leaves."""
+        self._check_size(size)
+        return tree_hash(size, self.storage)
+
+    def entries(self, start: int, end: int) -> list[StoredEntry]:
+        """Stored entries ``[start, end)``."""
+        return self.storage.get_entries(start, end)
+
+    def _check_size(self, size: int) -> None:
+        if size < 0 or size > self._frontier.size:
+            raise MalformedError(f"tree size {size} is beyond the log's size {self._frontier.size}")

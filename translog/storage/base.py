@@ -1,0 +1,145 @@
+"""The storage contract every translog backend honours.
+
+A backend holds exactly one log: its entries, the tree's hashes, the idempotency (dedupe)
+index, a leaf-hash index and the history of signed checkpoints. Two backends exist: the LMDB
+backend (``translog.storage.lmdb``), and an in-memory twin (``translog.storage.memory``) that
+polices this contract in tests. One conformance suite (``tests/storage/test_conformance.py``)
+runs against both.
+
+Contract, in short:
+
+* **One writer.** :meth:`Storage.append`, :meth:`Storage.put_checkpoint` and
+  :meth:`Storage.erase_payload` are called from one thread at a time (the sequencer's writer
+  thread). Reads may come from any thread at any time, concurrently with a write, and see
+  either the state before the write or the state after it, never a mix.
+* **Atomic and durable on return.** When ``append`` returns, the whole batch is on stable
+  storage (fsync). When it raises, nothing of the batch is visible, and the backend is still
+  usable: a retry of the same batch is allowed. ``StorageFullError`` means the disk or the map
+  limit is full; any other ``StorageError`` means the write failed.
+* **Append-only tree.** ``append`` must start exactly at the current size. Node hashes, once
+  written, never change: a backend that is asked to write a different value for an existing
+  node raises ``StorageCorruptError``.
+* **Missing things raise** ``NotFoundError`` (an index past the size, a node that is not a
+  complete subtree of the current tree, an unknown checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """One entry to store: the leaf bytes, and for committed leaves the salt and payload."""
+
+    leaf: bytes
+    salt: bytes | None = None
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """An entry as read back. ``salt``/``payload`` are None for inline leaves and after erasure."""
+
+    index: int
+    leaf: bytes
+    salt: bytes | None = None
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """Everything one sequenced batch adds, written in one atomic, durable transaction.
+
+    ``nodes`` lists every complete tree node the batch creates, as (level, index, hash):
+    the leaf hashes at level 0 and each interior node completed by the batch.
+    ``dedupe`` maps idempotency-key digests to the index of the entry they created.
+    """
+
+    start: int
+    entries: Sequence[NewEntry]
+    nodes: Sequence[tuple[int, int, bytes]]
+    timestamp_ms: int
+    dedupe: Mapping[bytes, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A signed checkpoint from the history: its size, timestamp and the signed note bytes."""
+
+    size: int
+    timestamp_ms: int
+    note: bytes
+
+
+class Storage(Protocol):
+    """A one-log store. See the module docstring for the contract."""
+
+    def size(self) -> int:
+        """The number of durable leaves."""
+        ...
+
+    def last_timestamp(self) -> int:
+        """The largest timestamp (ms) ever written by ``append``; 0 for an empty log."""
+        ...
+
+    def append(self, batch: WriteBatch) -> None:
+        """Atomically and durably add ``batch``; ``batch.start`` must equal :meth:`size`.
+
+        Raises ``StorageFullError`` when out of space (nothing written), ``StorageError``
+        for other failures (nothing written), ``StorageCorruptError`` on a contract breach.
+        """
+        ...
+
+    def read_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Hashes of complete subtrees (level, index) of the current tree, in one snapshot.
+
+        Raises ``NotFoundError`` for a node that is not complete in the current tree.
+        """
+        ...
+
+    def get_entries(self, start: int, end: int) -> list[StoredEntry]:
+        """Entries ``start <= index < end``; ``end`` must not exceed the size."""
+        ...
+
+    def lookup_dedupe(self, key: bytes) -> int | None:
+        """The index recorded for an idempotency-key digest, or None."""
+        ...
+
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        """The smallest index whose leaf hash is ``leaf_hash``, or None."""
+        ...
+
+    def put_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        """Durably record a signed checkpoint and make it the latest.
+
+        The history keeps the first checkpoint signed for each size; a later one of the same
+        size only replaces the latest. Sizes must not decrease (``StorageCorruptError``).
+        """
+        ...
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The most recently recorded checkpoint, or None."""
+        ...
+
+    def checkpoints(self, start_size: int = 0) -> Iterator[StoredCheckpoint]:
+        """The checkpoint history in increasing size, from ``start_size``."""
+        ...
+
+    def erase_payload(self, index: int) -> bool:
+        """Durably drop the salt and payload of a committed entry; the leaf stays.
+
+        Returns False when there was nothing to erase (inline leaf or already erased).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release resources. Idempotent."""
+        ...
+
+
+def entry_get(storage: Storage, index: int) -> StoredEntry:
+    """Convenience: one entry by index (``NotFoundError`` if absent)."""
+    return storage.get_entries(index, index + 1)[0]

@@ -1,0 +1,488 @@
+"""The LMDB backend: one environment per log, named sub-databases, one writer thread.
+
+Layout (all integers big-endian, so keys sort in append order and every append uses
+``MDB_APPEND``, which fills B-tree pages completely):
+
+========================  ==========================  ==========================================
+sub-database              key                         value
+========================  ==========================  ==========================================
+``meta``                  ``size``, ``ts``, ...       u64 tree size; u64 last timestamp (ms);
+                                                      ``latest`` = u64 size || u64 ts || note
+``entries``               u64 index                   leaf || salt(32) || payload (committed
+                                                      leaves), or leaf alone (inline / erased)
+``h00`` ``h02`` … ``h62``  u64 chunk number            62 consecutive hashes (1,984 bytes) of
+                                                      tree level 0, 2, 4, … (even levels only)
+``tail``                  u8 level                    the hashes of that level past its last
+                                                      full chunk (rewritten by every batch)
+``dedupe``                16-byte key digest          u64 index
+``byhash``                first 8 bytes of leaf hash  u64 index (dupsort; collisions resolved
+                                                      by comparing the stored leaf hash)
+``checkpoints``           u64 size                    u64 ts || signed note (first per size)
+========================  ==========================  ==========================================
+
+Why this shape (see docs/ARCHITECTURE.md and benchmarks/RESULTS.md for the figures):
+
+* Hashes are stored in chunks of 62, because two 1,984-byte values fill a 4 KiB page with no
+  overflow pages, so a stored hash costs about 33 bytes on disk rather than ~50 as a record of
+  its own.
+* Only even levels are stored. An odd-level node is ``node_hash`` of its two children, which
+  sit next to each other in one chunk of the level below: one extra SHA-256 per odd level in a
+  proof, in exchange for about a third less hash storage.
+* Only full chunks go into the ``hNN`` trees, with ``MDB_APPEND``; the partial chunk of each
+  level lives in ``tail`` and is rewritten each batch. Growing a record in place would split
+  pages in the middle and leave them half empty.
+
+Every write transaction runs on the caller's thread (the sequencer's single writer thread)
+and is committed with ``fsync`` before ``append`` returns. Read transactions are short and never
+cross an ``await`` or a thread. The map grows by doubling when full, up to ``max_map_size``;
+resizing waits until no read transaction is open in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
+from translog.merkle import node_hash
+from translog.storage.base import StoredCheckpoint, StoredEntry, WriteBatch
+
+CHUNK = 62
+"""Hashes per stored chunk: two chunk records fill one 4 KiB LMDB leaf page."""
+_CHUNK_BYTES = CHUNK * 32
+_MAX_LEVEL = 64
+_U64 = struct.Struct(">Q")
+_U64x2 = struct.Struct(">QQ")
+_CACHE_MAX = 16384  # full chunks are immutable; about 32 MiB at most
+_COMMITTED_LEAF = 42  # translog leaf v1, kind 1: 1 + 8 + 1 + 32
+
+_pack = _U64.pack
+_unpack = _U64.unpack
+
+
+def _parse_entry(index: int, value: bytes) -> StoredEntry:
+    if len(value) >= _COMMITTED_LEAF and value[9] == 1:
+        rest = value[_COMMITTED_LEAF:]
+        if not rest:
+            return StoredEntry(index, value)
+        return StoredEntry(index, value[:_COMMITTED_LEAF], rest[:32], rest[32:])
+    return StoredEntry(index, value)
+
+
+class _Gate:
+    """Readers share the map; a resize waits until no reader is inside."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._resizing = False
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._resizing = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+def _map_error(action: str, e: lmdb.Error) -> StorageError:
+    text = str(e)
+    if isinstance(e, lmdb.MapFullError):
+        return StorageFullError(f"couldn't {action}: the LMDB map is at its size limit")
+    if "No space left" in text or getattr(e, "errno", None) == errno.ENOSPC:
+        return StorageFullError(f"couldn't {action}: no space left on device")
+    if isinstance(e, lmdb.CorruptedError | lmdb.PageNotFoundError | lmdb.InvalidError):
+        return StorageCorruptError(f"couldn't {action}: LMDB reports corruption: {text}")
+    return StorageError(f"couldn't {action}: {text}")
+
+
+class LMDBStorage:
+    """The production :class:`~translog.storage.base.Storage` backend."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = 1 << 30,
+        max_map_size: int = 0,
+        index_leaf_hashes: bool = True,
+        readonly: bool = False,
+    ) -> None:
+        """Open (creating if needed) the environment in directory ``path``.
+
+        ``max_map_size`` of 0 means no limit; otherwise growth stops there and appends fail
+        with ``StorageFullError``.
+        """
+        self.path = Path(path)
+        self._max_map_size = max_map_size
+        self._index_leaf_hashes = index_leaf_hashes
+        self._gate = _Gate()
+        self._cache: dict[tuple[int, int], bytes] = {}
+        self._closed = False
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._readonly = readonly
+        self._open_env(map_size)
+        self._size, self._ts, self._tail = self._load_state()
+
+    def _open_env(self, map_size: int) -> None:
+        readonly = self._readonly
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=_MAX_LEVEL // 2 + 8,
+                subdir=True,
+                sync=True,
+                metasync=True,
+                readahead=False,
+                max_readers=512,
+                readonly=readonly,
+                create=not readonly,
+            )
+        except lmdb.Error as e:
+            raise _map_error(f"open LMDB environment {self.path}", e) from e
+        create = not readonly
+        try:
+            self._meta = self._env.open_db(b"meta", create=create)
+            self._entries = self._env.open_db(b"entries", create=create)
+            self._tail_db = self._env.open_db(b"tail", create=create)
+            self._dedupe = self._env.open_db(b"dedupe", create=create)
+            self._byhash = self._env.open_db(b"byhash", create=create, dupsort=True)
+            self._history = self._env.open_db(b"checkpoints", create=create)
+            self._levels = [
+                self._env.open_db(b"h%02d" % level, create=create)
+                for level in range(0, _MAX_LEVEL, 2)
+            ]
+        except lmdb.Error as e:
+            self._env.close()
+            raise _map_error(f"open sub-databases in {self.path}", e) from e
+
+    # -- state -------------------------------------------------------------------------
+
+    def _load_state(self) -> tuple[int, int, dict[int, bytes]]:
+        with self._env.begin() as txn:
+            raw = txn.get(b"size", db=self._meta)
+            size = _unpack(raw)[0] if raw else 0
+            raw = txn.get(b"ts", db=self._meta)
+            ts = _unpack(raw)[0] if raw else 0
+            tail = {k[0]: bytes(v) for k, v in txn.cursor(db=self._tail_db)}
+        for level, data in tail.items():
+            want = ((size >> level) % CHUNK) * 32
+            if level % 2 or len(data) != want:
+                raise StorageCorruptError(
+                    f"tail of level {level} holds {len(data)} bytes, expected {want} "
+                    f"for size {size}"
+                )
+        return size, ts, tail
+
+    def size(self) -> int:
+        return self._size
+
+    def last_timestamp(self) -> int:
+        return self._ts
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _write(self, action: str, fn: Any, estimate: int = 0) -> Any:
+        """Run ``fn(txn)`` in one durable write transaction.
+
+        The map is grown *before* the transaction when ``estimate`` bytes might not fit:
+        growing after an in-transaction ``MapFullError`` while other threads hold read
+        transactions hung the next write transaction (py-lmdb 3.0), so that path is avoided.
+        A batch that cannot fit under ``max_map_size`` is refused before LMDB is touched.
+        """
+        self._reserve(action, estimate)
+        try:
+            with self._env.begin(write=True) as txn:
+                return fn(txn)
+        except lmdb.Error as e:
+            raise _map_error(action, e) from e
+
+    def _reserve(self, action: str, estimate: int) -> None:
+        info = self._env.info()
+        psize = self._env.stat()["psize"]
+        used = (info["last_pgno"] + 1) * psize
+        # Copy-on-write touches a root-to-leaf path per sub-database; keep a generous margin.
+        need = used + 2 * estimate + 32 * psize
+        current = info["map_size"]
+        if need <= current:
+            return
+        new = current
+        while new < need:
+            new *= 2
+        if self._max_map_size and new > self._max_map_size:
+            if need > self._max_map_size:
+                raise StorageFullError(
+                    f"couldn't {action}: the LMDB map limit of {self._max_map_size} bytes "
+                    f"is reached ({used} bytes used)"
+                )
+            new = self._max_map_size
+        with self._gate.exclusive():
+            self._env.set_mapsize(new)
+
+    def append(self, batch: WriteBatch) -> None:
+        if self._closed:
+            raise StorageError("storage is closed")
+        if batch.start != self._size:
+            raise StorageCorruptError(f"append at {batch.start} but the log has {self._size}")
+        if batch.timestamp_ms < self._ts:
+            raise StorageCorruptError(
+                f"timestamp went backwards: {batch.timestamp_ms} < {self._ts}"
+            )
+        new_size = batch.start + len(batch.entries)
+        by_level: dict[int, list[bytes]] = {}
+        leaf_hashes: list[tuple[int, bytes]] = []
+        for level, index, value in batch.nodes:
+            if level & 1:
+                continue
+            if level == 0 and self._index_leaf_hashes:
+                leaf_hashes.append((index, value))
+            by_level.setdefault(level, []).append(value)
+        for level, values in by_level.items():
+            if (batch.start >> level) + len(values) != new_size >> level:
+                raise StorageCorruptError(
+                    f"batch at {batch.start} brings {len(values)} nodes at level {level}, "
+                    f"expected {(new_size >> level) - (batch.start >> level)}"
+                )
+
+        def fn(txn: lmdb.Transaction) -> dict[int, bytes]:
+            # Pure with respect to self: a MapFullError retry runs it again from scratch.
+            new_tail = dict(self._tail)
+            first = batch.start
+            items = []
+            for i, e in enumerate(batch.entries):
+                value = e.leaf if e.salt is None else e.leaf + e.salt + (e.payload or b"")
+                items.append((_pack(first + i), value))
+            with txn.cursor(db=self._entries) as cur:
+                cur.putmulti(items, append=True)
+            for level, values in by_level.items():
+                data = new_tail.get(level, b"") + b"".join(values)
+                chunk0 = (batch.start >> level) // CHUNK
+                full = len(data) // _CHUNK_BYTES
+                if full:
+                    chunks = [
+                        (_pack(chunk0 + k), data[k * _CHUNK_BYTES : (k + 1) * _CHUNK_BYTES])
+                        for k in range(full)
+                    ]
+                    with txn.cursor(db=self._levels[level >> 1]) as cur:
+                        cur.putmulti(chunks, append=True)
+                rest = data[full * _CHUNK_BYTES :]
+                new_tail[level] = rest
+                txn.put(bytes([level]), rest, db=self._tail_db)
+            if leaf_hashes:
+                with txn.cursor(db=self._byhash) as cur:
+                    cur.putmulti([(h[:8], _pack(i)) for i, h in leaf_hashes], dupdata=True)
+            for key, index in batch.dedupe.items():
+                txn.put(key, _pack(index), db=self._dedupe)
+            txn.put(b"size", _pack(new_size), db=self._meta)
+            txn.put(b"ts", _pack(batch.timestamp_ms), db=self._meta)
+            return new_tail
+
+        estimate = 40 * len(batch.nodes) + sum(
+            len(e.leaf) + len(e.salt or b"") + len(e.payload or b"") + 24 for e in batch.entries
+        )
+        action = f"append {len(batch.entries)} entries at {batch.start}"
+        self._tail = self._write(action, fn, estimate)
+        self._size = new_size
+        self._ts = batch.timestamp_ms
+
+    def put_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        latest = self.latest_checkpoint()
+        if latest is not None and checkpoint.size < latest.size:
+            raise StorageCorruptError(
+                f"checkpoint size went backwards: {checkpoint.size} < {latest.size}"
+            )
+        key = _pack(checkpoint.size)
+        value = _pack(checkpoint.timestamp_ms) + checkpoint.note
+
+        def fn(txn: lmdb.Transaction) -> None:
+            txn.put(key, value, db=self._history, overwrite=False)
+            txn.put(b"latest", key + value, db=self._meta)
+
+        self._write(f"store checkpoint of size {checkpoint.size}", fn, len(value) + 64)
+
+    def erase_payload(self, index: int) -> bool:
+        entry = self.get_entries(index, index + 1)[0]
+        if entry.salt is None:
+            return False
+
+        def fn(txn: lmdb.Transaction) -> None:
+            txn.put(_pack(index), entry.leaf, db=self._entries)
+
+        self._write(f"erase the payload of entry {index}", fn, len(entry.leaf) + 64)
+        return True
+
+    # -- reads -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        if self._closed:
+            raise StorageError("storage is closed")
+        with self._gate.read():
+            try:
+                with self._env.begin(buffers=False) as txn:
+                    yield txn
+            except lmdb.Error as e:
+                raise _map_error("read", e) from e
+
+    def read_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        with self._read() as txn:
+            raw = txn.get(b"size", db=self._meta)
+            size = _unpack(raw)[0] if raw else 0
+            chunks: dict[tuple[int, int], bytes] = {}
+            out = []
+            for level, index in nodes:
+                if index < 0 or level < 0 or (index + 1) << level > size:
+                    raise NotFoundError(
+                        f"no hash at level {level} index {index} in a tree of size {size}"
+                    )
+                if level & 1:
+                    left = self._even(txn, chunks, size, level - 1, 2 * index)
+                    right = self._even(txn, chunks, size, level - 1, 2 * index + 1)
+                    out.append(node_hash(left, right))
+                else:
+                    out.append(self._even(txn, chunks, size, level, index))
+            return out
+
+    def _even(
+        self,
+        txn: lmdb.Transaction,
+        chunks: dict[tuple[int, int], bytes],
+        size: int,
+        level: int,
+        index: int,
+    ) -> bytes:
+        chunk, slot = divmod(index, CHUNK)
+        key = (level, chunk)
+        data = chunks.get(key)
+        if data is None:
+            if chunk < (size >> level) // CHUNK:
+                data = self._cache.get(key)
+                if data is None:
+                    raw = txn.get(_pack(chunk), db=self._levels[level >> 1])
+                    if raw is None or len(raw) != _CHUNK_BYTES:
+                        raise StorageCorruptError(f"hash chunk {chunk} of level {level} is bad")
+                    data = bytes(raw)
+                    if len(self._cache) >= _CACHE_MAX:
+                        self._cache.clear()
+                    self._cache[key] = data
+            else:
+                data = bytes(txn.get(bytes([level]), db=self._tail_db) or b"")
+            chunks[key] = data
+        off = slot * 32
+        value = data[off : off + 32]
+        if len(value) != 32:
+            raise StorageCorruptError(f"hash at level {level} index {index} is missing")
+        return value
+
+    def get_entries(self, start: int, end: int) -> list[StoredEntry]:
+        with self._read() as txn:
+            raw = txn.get(b"size", db=self._meta)
+            size = _unpack(raw)[0] if raw else 0
+            if start < 0 or end < start or end > size:
+                raise NotFoundError(f"entries [{start}, {end}) not in a log of {size}")
+            out = []
+            if end > start:
+                with txn.cursor(db=self._entries) as cur:
+                    if not cur.set_key(_pack(start)):
+                        raise StorageCorruptError(f"entry {start} is missing")
+                    for index in range(start, end):
+                        key, value = cur.item()
+                        if key != _pack(index):
+                            raise StorageCorruptError(f"entry {index} is missing")
+                        out.append(_parse_entry(index, bytes(value)))
+                        cur.next()
+            return out
+
+    def lookup_dedupe(self, key: bytes) -> int | None:
+        with self._read() as txn:
+            raw = txn.get(key, db=self._dedupe)
+        return None if raw is None else int(_unpack(raw)[0])
+
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        if len(leaf_hash) != 32:
+            return None
+        with self._read() as txn, txn.cursor(db=self._byhash) as cur:
+            candidates = (
+                [_unpack(v)[0] for v in cur.iternext_dup(keys=False)]
+                if cur.set_key(leaf_hash[:8])
+                else []
+            )
+        for index in sorted(candidates):
+            if self.read_hashes([(0, index)])[0] == leaf_hash:
+                return int(index)
+        return None
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self._read() as txn:
+            raw = txn.get(b"latest", db=self._meta)
+        if raw is None:
+            return None
+        size, ts = _U64x2.unpack_from(raw)
+        return StoredCheckpoint(size, ts, bytes(raw[16:]))
+
+    def checkpoints(self, start_size: int = 0) -> Iterator[StoredCheckpoint]:
+        with self._read() as txn, txn.cursor(db=self._history) as cur:
+            found = cur.set_range(_pack(start_size))
+            items = [(bytes(k), bytes(v)) for k, v in cur] if found else []
+        for k, v in items:
+            yield StoredCheckpoint(_unpack(k)[0], _unpack(v[:8])[0], v[8:])
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def raw_env(self) -> lmdb.Environment:
+        """The LMDB environment, for fsck and tests that corrupt data on purpose."""
+        return self._env
+
+    def db_handles(self) -> dict[str, Any]:
+        """Named sub-database handles, for fsck."""
+        handles: dict[str, Any] = {
+            "meta": self._meta,
+            "entries": self._entries,
+            "tail": self._tail_db,
+            "dedupe": self._dedupe,
+            "byhash": self._byhash,
+            "checkpoints": self._history,
+        }
+        for level in range(0, _MAX_LEVEL, 2):
+            handles[f"h{level:02d}"] = self._levels[level >> 1]
+        return handles
+
+    def disk_usage(self) -> int:
+        """Bytes the data file occupies on disk."""
+        st = os.stat(self.path / "data.mdb")
+        return int(st.st_blocks * 512)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._env.close()

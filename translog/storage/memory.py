@@ -1,0 +1,128 @@
+"""An in-memory twin of the LMDB backend that polices the storage contract.
+
+It keeps every level of the tree in dicts, checks that ``append`` starts at the current size
+and that node hashes never change, and offers fault injection for tests:
+
+* ``fail_next = "before"``: the next write raises ``StorageError`` and persists nothing
+  ("fail and not persist");
+* ``fail_next = "after"``: the next write persists, then raises ``StorageError``
+  ("fail but persist": the caller cannot tell whether it landed);
+* ``fail_next = "full"``: the next write raises ``StorageFullError`` and persists nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
+from translog.storage.base import StoredCheckpoint, StoredEntry, WriteBatch
+
+Fault = Literal["before", "after", "full"]
+
+
+class MemoryStorage:
+    """Dict-backed :class:`~translog.storage.base.Storage` for tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[StoredEntry] = []
+        self._nodes: dict[tuple[int, int], bytes] = {}
+        self._dedupe: dict[bytes, int] = {}
+        self._by_hash: dict[bytes, int] = {}
+        self._history: dict[int, StoredCheckpoint] = {}
+        self._latest: StoredCheckpoint | None = None
+        self._ts = 0
+        self.fail_next: Fault | None = None
+        self.appends = 0
+
+    def _maybe_fail(self, when: Literal["before", "after"]) -> None:
+        fault = self.fail_next
+        if fault == "full" and when == "before":
+            self.fail_next = None
+            raise StorageFullError("injected: storage full")
+        if fault == when:
+            self.fail_next = None
+            raise StorageError(f"injected: write failed ({when} persisting)")
+
+    def size(self) -> int:
+        return len(self._entries)
+
+    def last_timestamp(self) -> int:
+        return self._ts
+
+    def append(self, batch: WriteBatch) -> None:
+        with self._lock:
+            self._maybe_fail("before")
+            if batch.start != len(self._entries):
+                raise StorageCorruptError(
+                    f"append at {batch.start} but the log has {len(self._entries)} entries"
+                )
+            if batch.timestamp_ms < self._ts:
+                raise StorageCorruptError(
+                    f"timestamp went backwards: {batch.timestamp_ms} < {self._ts}"
+                )
+            for level, index, value in batch.nodes:
+                old = self._nodes.get((level, index))
+                if old is not None and old != value:
+                    raise StorageCorruptError(f"node ({level}, {index}) rewritten")
+            for i, e in enumerate(batch.entries):
+                self._entries.append(StoredEntry(batch.start + i, e.leaf, e.salt, e.payload))
+            for level, index, value in batch.nodes:
+                self._nodes[(level, index)] = value
+                if level == 0:
+                    self._by_hash.setdefault(value, index)
+            self._dedupe.update(batch.dedupe)
+            self._ts = batch.timestamp_ms
+            self.appends += 1
+            self._maybe_fail("after")
+
+    def read_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        size = len(self._entries)
+        out = []
+        for level, index in nodes:
+            if (index + 1) << level > size or (level, index) not in self._nodes:
+                raise NotFoundError(f"no hash at level {level} index {index} for size {size}")
+            out.append(self._nodes[(level, index)])
+        return out
+
+    def get_entries(self, start: int, end: int) -> list[StoredEntry]:
+        if start < 0 or end < start or end > len(self._entries):
+            raise NotFoundError(f"entries [{start}, {end}) not in a log of {len(self._entries)}")
+        return self._entries[start:end]
+
+    def lookup_dedupe(self, key: bytes) -> int | None:
+        return self._dedupe.get(key)
+
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        return self._by_hash.get(leaf_hash)
+
+    def put_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        with self._lock:
+            self._maybe_fail("before")
+            if self._latest is not None and checkpoint.size < self._latest.size:
+                raise StorageCorruptError(
+                    f"checkpoint size went backwards: {checkpoint.size} < {self._latest.size}"
+                )
+            self._history.setdefault(checkpoint.size, checkpoint)
+            self._latest = checkpoint
+            self._maybe_fail("after")
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        return self._latest
+
+    def checkpoints(self, start_size: int = 0) -> Iterator[StoredCheckpoint]:
+        for size in sorted(s for s in self._history if s >= start_size):
+            yield self._history[size]
+
+    def erase_payload(self, index: int) -> bool:
+        with self._lock:
+            e = self.get_entries(index, index + 1)[0]
+            if e.payload is None and e.salt is None:
+                return False
+            self._entries[index] = StoredEntry(index, e.leaf)
+            return True
+
+    def close(self) -> None:
+        pass
