@@ -47,6 +47,7 @@ from translog.errors import (
 )
 from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, inline_leaf, new_salts
 from translog.merkle import Frontier, leaf_hash, prove_consistency, prove_inclusion, tree_hash
+from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.signing import NoteSigner, TreeHeadSigner, parse_vkey
 from translog.storage.base import NewEntry, Storage, StoredCheckpoint, StoredEntry, WriteBatch
 
@@ -160,8 +161,14 @@ class Log:
         self._published_waiters: list[tuple[int, asyncio.Future[SignedCheckpoint]]] = []
         self._current = self._sign(self._frontier.size, self._frontier.root(), self._last_ts)
         self.stats = collections.Counter[str]()
-        self.batch_sizes: list[int] = []
-        self.integration_seconds: list[float] = []
+        self.batch_sizes = Histogram(
+            "translog_batch_entries", "entries per integrated batch", SIZE_BUCKETS
+        )
+        self.integration_seconds = Histogram(
+            "translog_batch_commit_seconds",
+            "time to integrate and fsync one batch",
+            LATENCY_BUCKETS,
+        )
 
     # -- startup checks ----------------------------------------------------------------
 
@@ -345,7 +352,7 @@ class Log:
                 self._pool.clear()
                 self._pending = 0
                 return
-            self.integration_seconds.append(time.monotonic() - started)
+            self.integration_seconds.observe(time.monotonic() - started)
             for group, appended in zip(groups, results, strict=True):
                 self._release_keys(group)
                 if not group.future.done():
@@ -393,7 +400,7 @@ class Log:
         if entries:
             self.storage.append(WriteBatch(start, entries, nodes, ts, dedupe))
             self._frontier = frontier
-            self.batch_sizes.append(len(entries))
+            self.batch_sizes.observe(len(entries))
             # Durable: only now may a checkpoint cover the new entries.
             self._current = self._sign(frontier.size, frontier.root(), ts)
         current = self._current

@@ -1,0 +1,97 @@
+"""The only place where translog errors become HTTP statuses.
+
+Every error response is JSON: ``{"error": "<kind>", "reason": "<what failed>"}``. Storage
+errors never echo their message to clients (it may name paths); they are logged instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from translog.errors import (
+    AuthError,
+    ConfigError,
+    ConflictError,
+    ForbiddenError,
+    MalformedError,
+    NotFoundError,
+    PushbackError,
+    StorageError,
+    StorageFullError,
+    TooLargeError,
+    TranslogError,
+    VerificationError,
+)
+
+log = logging.getLogger("translog.http")
+
+# Most specific first.
+STATUS: list[tuple[type[TranslogError], int, str]] = [
+    (TooLargeError, 413, "too_large"),
+    (MalformedError, 400, "malformed"),
+    (AuthError, 401, "unauthorized"),
+    (ForbiddenError, 403, "forbidden"),
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (VerificationError, 422, "verification_failed"),
+    (PushbackError, 503, "pushback"),
+    (StorageFullError, 507, "storage_full"),
+    (StorageError, 500, "storage_error"),
+    (ConfigError, 500, "config_error"),
+]
+
+
+def status_for(error: TranslogError) -> tuple[int, str]:
+    """(HTTP status, error kind) for a translog error."""
+    for cls, status, kind in STATUS:
+        if isinstance(error, cls):
+            return status, kind
+    return 500, "internal_error"
+
+
+def error_response(error: TranslogError) -> web.Response:
+    """The JSON response for ``error``, with the headers its status needs."""
+    status, kind = status_for(error)
+    if status >= 500 and not isinstance(error, PushbackError | StorageFullError):
+        log.error("internal error: %s", error)
+        reason = "internal error; see the server log"
+    else:
+        reason = str(error)
+    headers: dict[str, str] = {}
+    if isinstance(error, PushbackError):
+        headers["Retry-After"] = str(max(1, round(error.retry_after * (1 + random.random()))))
+    if isinstance(error, AuthError):
+        headers["WWW-Authenticate"] = 'Bearer realm="translog"'
+    if isinstance(error, ConflictError) and error.known_size is not None:
+        return web.Response(
+            status=status, text=f"{error.known_size}\n", content_type="text/x.tlog.size"
+        )
+    body = json.dumps({"error": kind, "reason": reason})
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map TranslogError to its status; turn aiohttp's own HTTP errors into JSON too."""
+    try:
+        return await handler(request)
+    except TranslogError as e:
+        return error_response(e)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        body = json.dumps(
+            {"error": e.reason.lower().replace(" ", "_"), "reason": e.text or e.reason}
+        )
+        headers = {k: v for k, v in e.headers.items() if k.lower() != "content-type"}
+        return web.Response(
+            status=e.status, text=body, content_type="application/json", headers=headers
+        )
