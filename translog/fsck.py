@@ -74,6 +74,12 @@ class _Checker:
         if len(self.report.problems) >= self.max_problems:
             raise _Stop
 
+    def flush(self, found: list[tuple[int, str]]) -> None:
+        """Report a block's problems in leaf order, so the first one named is the first."""
+        for _, text in sorted(found, key=lambda item: item[0]):
+            self.problem(text)
+        found.clear()
+
     def run(self) -> FsckReport:
         try:
             checkpoints = self.load_checkpoints()
@@ -117,9 +123,11 @@ class _Checker:
         size = self.report.size
         last_ts = 0
         stored_ts = self.storage.last_timestamp()
+        found: list[tuple[int, str]] = []
         for start in range(0, size, _BLOCK):
             end = min(size, start + _BLOCK)
             nodes: list[tuple[int, int, bytes]] = []
+            hashes: list[bytes] = []
             for entry in self.storage.get_entries(start, end):
                 index = entry.index
                 try:
@@ -127,24 +135,27 @@ class _Checker:
                     if leaf.kind == KIND_COMMITTED and entry.payload is not None:
                         verify_payload(entry.leaf, entry.payload, entry.salt)
                 except TranslogError as e:
-                    self.problem(f"entry {index}: {e}")
+                    found.append((index, f"entry {index}: {e}"))
                     leaf = None
                 if leaf is not None:
                     if leaf.timestamp_ms < last_ts:
-                        self.problem(
-                            f"entry {index}: timestamp {leaf.timestamp_ms} is before "
-                            f"the previous entry's {last_ts}"
+                        found.append(
+                            (
+                                index,
+                                f"entry {index}: timestamp {leaf.timestamp_ms} "
+                                f"is before the previous entry's {last_ts}",
+                            )
                         )
                     last_ts = max(last_ts, leaf.timestamp_ms)
                 h = leaf_hash(entry.leaf)
+                hashes.append(h)
                 nodes.extend(frontier.append(h))
-                if self.check_leaf_index:
-                    found = self.storage.find_leaf_hash(h)
-                    if found is None or found > index:
-                        self.problem(f"leaf-hash index: entry {index} not found (got {found})")
                 if frontier.size in wanted_sizes:
                     roots[frontier.size] = frontier.root()
-            self.compare(nodes)
+            self.compare(nodes, found)
+            if self.check_leaf_index:
+                self.check_index(start, hashes, found)
+            self.flush(found)
             self.report.entries_checked = end
             if self.progress is not None:
                 self.progress(end, size)
@@ -152,18 +163,29 @@ class _Checker:
             self.problem(f"stored last timestamp {stored_ts} is before entry timestamp {last_ts}")
         return roots
 
-    def compare(self, nodes: list[tuple[int, int, bytes]]) -> None:
+    def check_index(self, start: int, hashes: list[bytes], found: list[tuple[int, str]]) -> None:
+        for index, h in enumerate(hashes, start):
+            got = self.storage.find_leaf_hash(h)
+            if got is None or got > index:
+                found.append((index, f"leaf-hash index: entry {index} not found (got {got})"))
+
+    def compare(self, nodes: list[tuple[int, int, bytes]], found: list[tuple[int, str]]) -> None:
         want = [(level, index) for level, index, _ in nodes]
         try:
-            found = self.storage.read_hashes(want)
+            stored = self.storage.read_hashes(want)
         except TranslogError as e:
-            self.problem(f"couldn't read stored hashes: {e}")
+            found.append((nodes[0][1] if nodes else 0, f"couldn't read stored hashes: {e}"))
             return
-        for (level, index, expected), got in zip(nodes, found, strict=True):
+        for (level, index, expected), got in zip(nodes, stored, strict=True):
             if got != expected:
-                self.problem(
-                    f"hash mismatch at index {index}, level {level}: "
-                    f"expected {expected.hex()}, found {got.hex()}"
+                # Order a node by the last leaf it covers, after that leaf's own problems.
+                position = ((index + 1) << level) - 1
+                found.append(
+                    (
+                        position,
+                        f"hash mismatch at index {index}, level {level}: "
+                        f"expected {expected.hex()}, found {got.hex()}",
+                    )
                 )
         self.report.hashes_checked += len(nodes)
 

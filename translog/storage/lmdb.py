@@ -437,8 +437,9 @@ class LMDBStorage:
                 if cur.set_key(leaf_hash[:8])
                 else []
             )
+        size = self._size
         for index in sorted(candidates):
-            if self.read_hashes([(0, index)])[0] == leaf_hash:
+            if index < size and self.read_hashes([(0, index)])[0] == leaf_hash:
                 return int(index)
         return None
 

@@ -1,0 +1,231 @@
+"""The sequencer, pool and publisher, over the memory twin (fault injection) and LMDB."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import translog.log as logmod
+from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from translog.errors import (
+    PushbackError,
+    SequencerFatalError,
+    StorageCorruptError,
+    StorageFullError,
+)
+from translog.fsck import fsck
+from translog.leaf import decode_leaf
+from translog.log import Log, LogOptions
+from translog.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from translog.signing import NoteSigner, TreeHeadSigner, parse_vkey, verify_tree_head
+from translog.storage.base import StoredCheckpoint
+from translog.storage.lmdb import LMDBStorage
+from translog.storage.memory import MemoryStorage
+
+from ..conftest import ORIGIN
+
+
+def make_log(storage: object, signer: NoteSigner, **opts: int) -> Log:
+    options = LogOptions(**{"publish_interval_ms": 50, **opts})  # type: ignore[arg-type]
+    return Log(storage, ORIGIN, signer, TreeHeadSigner.generate(), options)  # type: ignore[arg-type]
+
+
+async def test_append_is_durable_and_provable(memory_log: Log, signer: NoteSigner) -> None:
+    a = await memory_log.append(b"hello")
+    assert a.index == 0 and memory_log.storage.size() == 1
+    assert a.checkpoint.size >= 1
+    cp, _, _ = open_checkpoint(a.checkpoint.note, parse_vkey(signer.vkey), origin=ORIGIN)
+    proof = memory_log.inclusion_proof(a.index, cp.size)
+    verify_inclusion(a.leaf_hash, a.index, cp.size, proof, cp.root_hash)
+    leaf = decode_leaf(a.leaf)
+    assert leaf.commitment is not None and a.salt is not None
+
+
+async def test_concurrent_appends_are_group_committed(memory_log: Log) -> None:
+    storage = memory_log.storage
+    assert isinstance(storage, MemoryStorage)
+    before = storage.appends
+    results = await asyncio.gather(*(memory_log.append(b"e%d" % i) for i in range(500)))
+    assert sorted(r.index for r in results) == list(range(500))
+    assert storage.appends - before < 500 / 5, "entries were not batched"
+    for r in results:
+        assert r.checkpoint.size > r.index
+
+
+async def test_inline_entries(memory_log: Log) -> None:
+    a = await memory_log.append(b"inline data", committed=False)
+    assert decode_leaf(a.leaf).payload == b"inline data" and a.salt is None
+    stored = memory_log.entries(a.index, a.index + 1)[0]
+    assert stored.payload is None and stored.leaf == a.leaf
+
+
+async def test_idempotency_key_returns_original(memory_log: Log) -> None:
+    key = b"k" * 16
+    first = await memory_log.append(b"payload", key=key)
+    again = await memory_log.append(b"payload", key=key)
+    assert again.duplicate and again.index == first.index and again.leaf == first.leaf
+    both = await asyncio.gather(
+        memory_log.append(b"x", key=b"c" * 16), memory_log.append(b"x", key=b"c" * 16)
+    )
+    assert both[0].index == both[1].index
+    grouped = await memory_log.submit([b"y", b"y"], keys=[b"g" * 16, b"g" * 16])
+    assert grouped[0].index == grouped[1].index and grouped[1].duplicate
+    assert memory_log.size == 3
+
+
+async def test_pool_full_is_a_pushback(memory_storage: MemoryStorage, signer: NoteSigner) -> None:
+    log = make_log(memory_storage, signer, max_pending=10)
+    await log.start()
+    try:
+        futs = [log.submit([b"a"] * 5), log.submit([b"b"] * 5)]
+        with pytest.raises(PushbackError) as err:
+            log.submit([b"c"])
+        assert err.value.retry_after > 0
+        await asyncio.gather(*futs)
+        assert (await log.append(b"d")).index == 10  # room again once durable
+    finally:
+        await log.close()
+
+
+async def test_timestamps_never_decrease(memory_log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = await memory_log.append(b"a")
+    monkeypatch.setattr(logmod, "now_ms", lambda: first.timestamp_ms - 10_000)
+    second = await memory_log.append(b"b")
+    assert second.timestamp_ms >= first.timestamp_ms
+    assert memory_log.storage.last_timestamp() >= second.timestamp_ms
+
+
+async def test_storage_full_fails_the_batch_only(
+    memory_storage: MemoryStorage, signer: NoteSigner
+) -> None:
+    log = make_log(memory_storage, signer)
+    await log.start()
+    try:
+        await log.append(b"one")
+        memory_storage.fail_next = "full"
+        with pytest.raises(StorageFullError):
+            await log.append(b"two")
+        three = await log.append(b"three")
+        assert three.index == 1 and log.fatal is None
+        assert [e.index for e in memory_storage.get_entries(0, 2)] == [0, 1]
+    finally:
+        await log.close()
+    assert fsck(memory_storage, parse_vkey(signer.vkey), ORIGIN).ok
+
+
+@pytest.mark.parametrize("fault", ["before", "after"])
+async def test_unknown_commit_state_stops_the_sequencer(
+    memory_storage: MemoryStorage, signer: NoteSigner, fault: str
+) -> None:
+    log = make_log(memory_storage, signer)
+    await log.start()
+    await log.append(b"one")
+    memory_storage.fail_next = fault  # type: ignore[assignment]
+    with pytest.raises(SequencerFatalError):
+        await log.append(b"two")
+    with pytest.raises(SequencerFatalError):
+        log.submit([b"three"])
+    await log.close()
+    # A fresh log over the same storage recovers exactly what was persisted.
+    again = make_log(memory_storage, signer)
+    assert again.size == (2 if fault == "after" else 1)
+    assert fsck(memory_storage, parse_vkey(signer.vkey), ORIGIN).ok
+
+
+async def test_publisher_signs_durable_trees_on_interval(
+    memory_storage: MemoryStorage, signer: NoteSigner
+) -> None:
+    log = make_log(memory_storage, signer, publish_interval_ms=20)
+    await log.start()
+    try:
+        first = log.published
+        assert first is not None and first.size == 0
+        await asyncio.sleep(0.1)
+        assert log.stats["published"] >= 3  # re-signed without growth
+        await log.append(b"x")
+        cp = await log.wait_published(1)
+        assert cp.size >= 1 and cp.root_hash == tree_hash(cp.size, memory_storage)
+        verify_tree_head(
+            log.tree_head_signer.public_pem(),  # type: ignore[union-attr]
+            cp.tree_head_signature,
+            cp.timestamp_ms,
+            cp.size,
+            cp.root_hash,
+        )
+    finally:
+        await log.close()
+    history = list(memory_storage.checkpoints())
+    assert [h.size for h in history] == sorted({h.size for h in history})
+    for old, new in zip(history, history[1:], strict=False):
+        o = open_checkpoint(old.note, parse_vkey(signer.vkey))[0]
+        n = open_checkpoint(new.note, parse_vkey(signer.vkey))[0]
+        if o.size:
+            from translog.merkle import prove_consistency
+
+            verify_consistency(
+                o.size,
+                n.size,
+                o.root_hash,
+                n.root_hash,
+                prove_consistency(o.size, n.size, memory_storage),
+            )
+
+
+async def test_close_drains_pending(memory_storage: MemoryStorage, signer: NoteSigner) -> None:
+    log = make_log(memory_storage, signer)
+    await log.start()
+    futs = [log.submit([b"p%d" % i]) for i in range(200)]
+    await log.close()
+    results = [f.result()[0] for f in futs]
+    assert sorted(r.index for r in results) == list(range(200))
+    latest = memory_storage.latest_checkpoint()
+    assert latest is not None and latest.size == 200
+    with pytest.raises(PushbackError):
+        log.submit([b"late"])
+
+
+async def test_restart_on_lmdb_recovers_the_exact_tree(tmp_path: Path, signer: NoteSigner) -> None:
+    storage = LMDBStorage(tmp_path / "db")
+    log = make_log(storage, signer)
+    await log.start()
+    await asyncio.gather(*(log.append(b"%d" % i) for i in range(300)))
+    root = log.root_at(300)
+    await log.close()
+    storage = LMDBStorage(tmp_path / "db")
+    log = make_log(storage, signer)
+    assert log.size == 300 and log.root_at(300) == root
+    await log.start()
+    more = await log.append(b"after restart")
+    assert more.index == 300
+    await log.close()
+    storage = LMDBStorage(tmp_path / "db")
+    assert fsck(storage, parse_vkey(signer.vkey), ORIGIN).ok
+    storage.close()
+
+
+def test_refuses_a_rolled_back_store(memory_storage: MemoryStorage, signer: NoteSigner) -> None:
+    cp = Checkpoint(ORIGIN, 5, leaf_hash(b"x"))
+    memory_storage.put_checkpoint(StoredCheckpoint(5, 1, sign_checkpoint(cp, signer)))
+    with pytest.raises(StorageCorruptError, match="rolled back"):
+        make_log(memory_storage, signer)
+
+
+def test_refuses_a_store_whose_root_differs(
+    memory_storage: MemoryStorage, signer: NoteSigner
+) -> None:
+    cp = Checkpoint(ORIGIN, 0, leaf_hash(b"not the empty root"))
+    memory_storage.put_checkpoint(StoredCheckpoint(0, 1, sign_checkpoint(cp, signer)))
+    with pytest.raises(StorageCorruptError, match="does not match"):
+        make_log(memory_storage, signer)
+
+
+def test_refuses_a_checkpoint_from_another_key(
+    memory_storage: MemoryStorage, signer: NoteSigner
+) -> None:
+    other = NoteSigner.generate(ORIGIN)
+    cp = Checkpoint(ORIGIN, 0, tree_hash(0, memory_storage))
+    memory_storage.put_checkpoint(StoredCheckpoint(0, 1, sign_checkpoint(cp, other)))
+    with pytest.raises(StorageCorruptError, match="does not verify"):
+        make_log(memory_storage, signer)
