@@ -116,6 +116,7 @@ class Config:
             "sequencer.max_batch_entries": self.sequencer.max_batch_entries,
             "sequencer.max_pending": self.sequencer.max_pending,
             "publisher.interval_ms": self.publisher.interval_ms,
+            "publisher.max_merge_delay_ms": self.publisher.max_merge_delay_ms,
             "storage.map_size_mb": self.storage.map_size_mb,
             "server.max_body_bytes": self.server.max_body_bytes,
             "server.max_payload_bytes": self.server.max_payload_bytes,

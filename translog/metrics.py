@@ -15,6 +15,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
+def format_value(value: float) -> str:
+    """A sample value in Prometheus text: integers exactly, other floats with full precision."""
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return str(int(value))
+    return repr(float(value))
+
+
 class Histogram:
     """Cumulative histogram with fixed upper bounds."""
 
@@ -98,9 +105,11 @@ class Metrics:
                 lines.append(f"{name} 0")
             for key, v in sorted(values.items()):
                 label = ",".join(f'{k}="{val}"' for k, val in key)
-                lines.append(f"{name}{{{label}}} {v:g}" if label else f"{name} {v:g}")
+                text = format_value(v)
+                lines.append(f"{name}{{{label}}} {text}" if label else f"{name} {text}")
         for name, (help_text, read) in sorted(self.gauges.items()):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {read():g}"]
+            value = format_value(read())
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
         for _, hist in sorted(self.histograms.items()):
             lines += hist.render()
         return "\n".join(lines) + "\n"

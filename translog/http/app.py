@@ -5,15 +5,26 @@ application: typed ``AppKey`` state, the error middleware, and the route groups
 (``submit``: writes; ``read``: checkpoint, tiles, CT API, payloads; ``ops``: metrics, health,
 OpenAPI). The log's sequencer and publisher start and stop in a ``cleanup_ctx``, so a SIGTERM
 stops accepting, sequences everything accepted, publishes a final checkpoint, and exits.
+
+:func:`run_server` is what ``translog serve`` runs: it binds, reports the bound port (and
+writes the ready file) only once requests are accepted, and shuts down gracefully on SIGTERM
+or SIGINT.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from aiohttp import web
 
 from translog.config import Config
+from translog.errors import ConfigError
 from translog.http import keys, ops, read, submit
 from translog.http.errors import error_middleware
 from translog.log import Log, LogOptions
@@ -65,3 +76,105 @@ async def _run_log(app: web.Application) -> AsyncIterator[None]:
     await log.start()
     yield
     await log.close()
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+_log = logging.getLogger("translog.serve")
+
+SHUTDOWN_TIMEOUT = 30.0
+"""Seconds a graceful shutdown waits for requests in progress before closing them."""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6); port 0 picks a free port."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"listen address {text!r}: expected HOST:PORT with a port of 0-65535")
+    return host, int(port_text)
+
+
+def configure_logging() -> None:
+    """Server logs on stderr; access logs as one bare JSON object per line."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    access = logging.getLogger("translog.access")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
+
+
+def write_ready_file(path: Path, port: int) -> None:
+    """Atomically write ``<port>\\n``: a reader sees no file or the whole port, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+async def run_server(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    ready_file: Path | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully.
+
+    The log starts before the socket listens; ``on_ready`` and the ready file get the bound
+    port once requests are accepted. On a signal the listener closes first, requests in
+    progress finish (up to :data:`SHUTDOWN_TIMEOUT`), then the log closes: it sequences
+    everything already accepted and publishes a final checkpoint.
+    """
+    runner = web.AppRunner(
+        app,
+        access_log_class=ops.AccessLogger,
+        access_log=logging.getLogger("translog.access"),
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    try:
+        bound = await _listen(runner, host, port)
+        if on_ready is not None:
+            on_ready(bound)
+        if ready_file is not None:
+            write_ready_file(ready_file, bound)
+        await _wait_for_signal()
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
+        await runner.cleanup()
+    published = app[keys.LOG].published
+    _log.info("stopped; final checkpoint size %s", "none" if published is None else published.size)
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int) -> int:
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as e:
+        raise ConfigError(f"couldn't listen on {host}:{port}: {e.strerror or e}") from e
+    return int(runner.addresses[0][1])
+
+
+async def _wait_for_signal() -> None:
+    received: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        name = (await received).name
+        _log.info("%s: draining accepted entries, then a final checkpoint", name)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -30,9 +30,23 @@ from translog.errors import (
 
 log = logging.getLogger("translog.http")
 
+
+class RateLimitedError(PushbackError):
+    """A token exceeded its submission rate (HTTP 429 + Retry-After).
+
+    HTTP-only: rate limits are a property of tokens at the front end, not of the log.
+    """
+
+
+class UnsupportedMediaTypeError(MalformedError):
+    """A request body of a content type the route does not accept (HTTP 415)."""
+
+
 # Most specific first.
 STATUS: list[tuple[type[TranslogError], int, str]] = [
     (TooLargeError, 413, "too_large"),
+    (UnsupportedMediaTypeError, 415, "unsupported_media_type"),
+    (RateLimitedError, 429, "rate_limited"),
     (MalformedError, 400, "malformed"),
     (AuthError, 401, "unauthorized"),
     (ForbiddenError, 403, "forbidden"),

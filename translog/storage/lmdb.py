@@ -40,8 +40,10 @@ resizing waits until no read transaction is open in this process.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import hashlib
 import os
 import struct
 import threading
@@ -52,7 +54,6 @@ from typing import Any
 import lmdb
 
 from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
-from translog.merkle import node_hash
 from translog.storage.base import StoredCheckpoint, StoredEntry, WriteBatch
 
 CHUNK = 62
@@ -61,11 +62,18 @@ _CHUNK_BYTES = CHUNK * 32
 _MAX_LEVEL = 64
 _U64 = struct.Struct(">Q")
 _U64x2 = struct.Struct(">QQ")
-_CACHE_MAX = 16384  # full chunks are immutable; about 32 MiB at most
+_NODE_CACHE_LEVEL = 8
+"""Nodes at this level and above are cached: every proof reads about 1.5 per level, and there
+are at most size / 2**(level - 1) of them in the tree (see benchmarks/RESULTS.md)."""
+_NODE_CACHE_MAX = 1 << 17
+"""About 30 MiB of cached node hashes at most (FIFO eviction)."""
 _COMMITTED_LEAF = 42  # translog leaf v1, kind 1: 1 + 8 + 1 + 32
 
 _pack = _U64.pack
+_sha256 = hashlib.sha256
+_NODE_PREFIX = b"\x01"  # RFC 6962 interior node: SHA-256(0x01 || left || right)
 _unpack = _U64.unpack
+_Buffer = bytes | memoryview
 
 
 def _parse_entry(index: int, value: bytes) -> StoredEntry:
@@ -78,26 +86,38 @@ def _parse_entry(index: int, value: bytes) -> StoredEntry:
 
 
 class _Gate:
-    """Readers share the map; a resize waits until no reader is inside."""
+    """Readers share the map; a resize waits until no reader is inside.
+
+    ``enter``/``leave`` are plain methods (no generator-based context manager) because every
+    proof passes through them: they cost about a tenth of what the context managers did.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._resizing = False
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
+    def enter(self) -> None:
+        """Register a reader, waiting while a resize is in progress."""
         with self._cond:
             while self._resizing:
                 self._cond.wait()
             self._readers += 1
+
+    def leave(self) -> None:
+        """Unregister a reader; wake a waiting resize when it was the last one."""
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0 and self._resizing:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        self.enter()
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+            self.leave()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -145,7 +165,8 @@ class LMDBStorage:
         self._max_map_size = max_map_size
         self._index_leaf_hashes = index_leaf_hashes
         self._gate = _Gate()
-        self._cache: dict[tuple[int, int], bytes] = {}
+        # Complete nodes never change, so their hashes can be cached across transactions.
+        self._nodes: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
         self._closed = False
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -274,14 +295,17 @@ class LMDBStorage:
                     f"expected {(new_size >> level) - (batch.start >> level)}"
                 )
 
+        # Built once, outside the transaction: the values are the bulk of the batch, and their
+        # lengths give the map-growth estimate without another pass over the entries.
+        blobs = [
+            e.leaf if e.salt is None else e.leaf + e.salt + (e.payload or b"")
+            for e in batch.entries
+        ]
+        items = list(zip(map(_pack, range(batch.start, new_size)), blobs, strict=True))
+
         def fn(txn: lmdb.Transaction) -> dict[int, bytes]:
             # Pure with respect to self: a MapFullError retry runs it again from scratch.
             new_tail = dict(self._tail)
-            first = batch.start
-            items = []
-            for i, e in enumerate(batch.entries):
-                value = e.leaf if e.salt is None else e.leaf + e.salt + (e.payload or b"")
-                items.append((_pack(first + i), value))
             with txn.cursor(db=self._entries) as cur:
                 cur.putmulti(items, append=True)
             for level, values in by_level.items():
@@ -307,9 +331,7 @@ class LMDBStorage:
             txn.put(b"ts", _pack(batch.timestamp_ms), db=self._meta)
             return new_tail
 
-        estimate = 40 * len(batch.nodes) + sum(
-            len(e.leaf) + len(e.salt or b"") + len(e.payload or b"") + 24 for e in batch.entries
-        )
+        estimate = 40 * len(batch.nodes) + 24 * len(blobs) + sum(map(len, blobs))
         action = f"append {len(batch.entries)} entries at {batch.start}"
         self._tail = self._write(action, fn, estimate)
         self._size = new_size
@@ -355,54 +377,77 @@ class LMDBStorage:
                 raise _map_error("read", e) from e
 
     def read_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
-        with self._read() as txn:
-            raw = txn.get(b"size", db=self._meta)
-            size = _unpack(raw)[0] if raw else 0
-            chunks: dict[tuple[int, int], bytes] = {}
-            out = []
-            for level, index in nodes:
-                if index < 0 or level < 0 or (index + 1) << level > size:
-                    raise NotFoundError(
-                        f"no hash at level {level} index {index} in a tree of size {size}"
-                    )
-                if level & 1:
-                    left = self._even(txn, chunks, size, level - 1, 2 * index)
-                    right = self._even(txn, chunks, size, level - 1, 2 * index + 1)
-                    out.append(node_hash(left, right))
-                else:
-                    out.append(self._even(txn, chunks, size, level, index))
-            return out
+        # The hot path of every proof: _read() spelled out without context managers.
+        if self._closed:
+            raise StorageError("storage is closed")
+        self._gate.enter()
+        try:
+            with self._env.begin(buffers=True) as txn:
+                return self._read_hashes(txn, nodes)
+        except lmdb.Error as e:
+            raise _map_error("read", e) from e
+        finally:
+            self._gate.leave()
 
-    def _even(
+    def _read_hashes(self, txn: lmdb.Transaction, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Resolve ``nodes`` in one read transaction (see :meth:`read_hashes`).
+
+        The transaction has ``buffers=True``: chunks are views into the map, valid only until
+        it ends, so every hash that leaves here is a copy (``bytes``) or a fresh digest.
+        """
+        raw = txn.get(b"size", db=self._meta)
+        size = _unpack(raw)[0] if raw else 0
+        chunks: dict[tuple[int, int], _Buffer] = {}
+        cache = self._nodes
+        out: list[bytes] = []
+        for level, index in nodes:
+            if index < 0 or level < 0 or (index + 1) << level > size:
+                raise NotFoundError(
+                    f"no hash at level {level} index {index} in a tree of size {size}"
+                )
+            node = (level, index)
+            value = cache.get(node)
+            if value is None:
+                value = self._node(txn, chunks, size, level, index)
+                if level >= _NODE_CACHE_LEVEL:
+                    if len(cache) >= _NODE_CACHE_MAX:
+                        with contextlib.suppress(KeyError):
+                            cache.popitem(last=False)
+                    cache[node] = value
+            out.append(value)
+        return out
+
+    def _node(
         self,
         txn: lmdb.Transaction,
-        chunks: dict[tuple[int, int], bytes],
+        chunks: dict[tuple[int, int], _Buffer],
         size: int,
         level: int,
         index: int,
     ) -> bytes:
-        chunk, slot = divmod(index, CHUNK)
-        key = (level, chunk)
-        data = chunks.get(key)
+        """The hash of the complete node ``(level, index)``, from its chunk."""
+        # An odd-level node is the hash of its two children, which sit side by side in one
+        # chunk of the even level below (CHUNK is even): read 64 bytes, hash once.
+        odd = level & 1
+        even = level - odd
+        chunk, slot = divmod(index << odd, CHUNK)
+        data = chunks.get((even, chunk))
         if data is None:
-            if chunk < (size >> level) // CHUNK:
-                data = self._cache.get(key)
-                if data is None:
-                    raw = txn.get(_pack(chunk), db=self._levels[level >> 1])
-                    if raw is None or len(raw) != _CHUNK_BYTES:
-                        raise StorageCorruptError(f"hash chunk {chunk} of level {level} is bad")
-                    data = bytes(raw)
-                    if len(self._cache) >= _CACHE_MAX:
-                        self._cache.clear()
-                    self._cache[key] = data
-            else:
-                data = bytes(txn.get(bytes([level]), db=self._tail_db) or b"")
-            chunks[key] = data
-        off = slot * 32
-        value = data[off : off + 32]
-        if len(value) != 32:
+            data = chunks[even, chunk] = self._chunk(txn, size, even, chunk)
+        width = 32 << odd
+        value = data[slot * 32 : slot * 32 + width]
+        if len(value) != width:
             raise StorageCorruptError(f"hash at level {level} index {index} is missing")
-        return value
+        return _sha256(_NODE_PREFIX + value).digest() if odd else bytes(value)
+
+    def _chunk(self, txn: lmdb.Transaction, size: int, level: int, chunk: int) -> _Buffer:
+        """Chunk ``chunk`` of the even ``level``: a full one (a view) or the tail (a copy)."""
+        if chunk >= (size >> level) // CHUNK:
+            return bytes(txn.get(bytes([level]), db=self._tail_db) or b"")
+        data = txn.get(_pack(chunk), db=self._levels[level >> 1])
+        if data is None or len(data) != _CHUNK_BYTES:
+            raise StorageCorruptError(f"hash chunk {chunk} of level {level} is bad")
+        return data
 
     def get_entries(self, start: int, end: int) -> list[StoredEntry]:
         with self._read() as txn:

@@ -1,0 +1,249 @@
+"""Operations: index, Prometheus metrics, health, the OpenAPI document, and access logging.
+
+Routes (under ``server.prefix``, like every other route, so the OpenAPI ``servers`` URL is the
+prefix):
+
+* ``GET /``: a small JSON index: origin, note vkey, RFC 6962 key, links.
+* ``GET /metrics``: Prometheus text format 0.0.4. Needs a ``read`` token when the tree is
+  private, since it reveals the tree size.
+* ``GET /healthz``: 200 ``{"status": "ok", ...}``; 503 ``{"status": "unhealthy",
+  "reasons": [...]}`` once the newest published checkpoint is older than three publish
+  intervals, or when the sequencer stopped. It is a status report, not an error, so it is
+  built here rather than raised. Sizes are left out when the tree is private.
+* ``GET /openapi.json``: ``translog/http/openapi.json`` with ``servers`` set to the prefix.
+
+:class:`AccessLogger` writes one JSON object per request. It never logs headers (so no
+``Authorization`` or ``Idempotency-Key``), and of the query string only values of known
+harmless parameters; any other value is replaced by ``"<redacted>"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.resources
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+import translog.log
+from translog.errors import ConfigError
+from translog.http.auth import require
+from translog.http.keys import CONFIG, LOG, METRICS
+from translog.log import Log
+
+HEALTH_STALE_INTERVALS = 3
+"""/healthz fails once the published checkpoint is older than this many publish intervals."""
+_PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LOGGED_QUERY = frozenset(
+    {
+        "first",
+        "second",
+        "start",
+        "end",
+        "tree_size",
+        "leaf_index",
+        "hash",
+        "leaf_only",
+        "wait",
+        "kind",
+    }
+)
+_STATS_COUNTERS = (
+    ("submitted", "translog_submitted_entries_total", "entries accepted into the pending pool"),
+    ("pushbacks", "translog_pushbacks_total", "submissions refused because the pool was full"),
+    ("published", "translog_checkpoints_published_total", "checkpoints published"),
+    ("storage_full", "translog_storage_full_total", "batches refused because storage is full"),
+)
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    """Register the operations routes under ``prefix``; load the OpenAPI document."""
+    document = _openapi_body(prefix)
+
+    async def get_openapi(request: web.Request) -> web.Response:
+        """The OpenAPI 3.1 document describing every route."""
+        return web.Response(
+            body=document,
+            headers={"Content-Type": "application/json", "Cache-Control": "no-cache"},
+        )
+
+    r = app.router
+    r.add_get(f"{prefix}/", get_index)
+    r.add_get(f"{prefix}/metrics", get_metrics)
+    r.add_get(f"{prefix}/healthz", get_healthz)
+    r.add_get(f"{prefix}/openapi.json", get_openapi)
+
+
+def _openapi_body(prefix: str) -> bytes:
+    """The packaged OpenAPI document with its server URL set to ``prefix``, as JSON bytes."""
+    try:
+        raw = importlib.resources.files("translog.http").joinpath("openapi.json").read_bytes()
+        document = json.loads(raw)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"the packaged openapi.json is missing or invalid: {e}") from e
+    document["servers"] = [{"url": prefix or "/"}]
+    return json.dumps(document, indent=1).encode("utf-8")
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+async def get_index(request: web.Request) -> web.Response:
+    """A small JSON index: who this log is, its public keys, and where to look."""
+    log = request.app[LOG]
+    prefix = request.app[CONFIG].server.prefix
+    body: dict[str, Any] = {"origin": log.origin, "vkey": log.signer.vkey}
+    if log.tree_head_signer is not None:
+        body["ct_log_id"] = _b64(log.tree_head_signer.log_id)
+        body["ct_public_key"] = _b64(log.tree_head_signer.public_der())
+    body["links"] = {
+        name: prefix + path
+        for name, path in (
+            ("checkpoint", "/checkpoint"),
+            ("tiles", "/tile/{L}/{N}[.p/{W}]"),
+            ("entry_bundles", "/tile/entries/{N}[.p/{W}]"),
+            ("entries", "/entries/{index}"),
+            ("ct", "/ct/v1/"),
+            ("openapi", "/openapi.json"),
+            ("metrics", "/metrics"),
+            ("healthz", "/healthz"),
+        )
+    }
+    return _json(body, 200, "no-cache")
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text: the log's gauges, counters and histograms, then the app registry."""
+    if not request.app[CONFIG].server.public_tree:
+        require(request, "read")
+    lines = render_log_metrics(request.app[LOG], translog.log.now_ms())
+    text = "\n".join(lines) + "\n" + request.app[METRICS].render()
+    return web.Response(
+        body=text.encode("utf-8"),
+        headers={"Content-Type": _PROMETHEUS_TYPE, "Cache-Control": "no-store"},
+    )
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """200 while the log is healthy; 503 with the reasons once it is not."""
+    log = request.app[LOG]
+    config = request.app[CONFIG]
+    now = translog.log.now_ms()
+    reasons = health_problems(log, config.publisher.interval_ms, now)
+    body: dict[str, Any] = {"status": "unhealthy" if reasons else "ok"}
+    published = log.published
+    body["checkpoint_age_ms"] = None if published is None else now - published.timestamp_ms
+    if config.server.public_tree:
+        body["size"] = log.size
+        body["published_size"] = None if published is None else published.size
+    if reasons:
+        body["reasons"] = reasons
+    return _json(body, 503 if reasons else 200, "no-store")
+
+
+def health_problems(log: Log, interval_ms: int, now_ms: int) -> list[str]:
+    """Why the log is unhealthy (an empty list when it is healthy)."""
+    reasons: list[str] = []
+    if log.fatal is not None:
+        reasons.append("the sequencer stopped after a storage failure")
+    published = log.published
+    limit = HEALTH_STALE_INTERVALS * interval_ms
+    if published is None:
+        reasons.append("no checkpoint has been published yet")
+    elif now_ms - published.timestamp_ms > limit:
+        age = now_ms - published.timestamp_ms
+        reasons.append(f"the newest checkpoint is {age} ms old, limit is {limit} ms")
+    return reasons
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+def render_log_metrics(log: Log, now_ms: int) -> list[str]:
+    """Prometheus lines for the log itself, with exact integer values."""
+    published = log.published
+    age = 0.0 if published is None else max(0, now_ms - published.timestamp_ms) / 1000
+    lines: list[str] = []
+    lines += _sample("translog_tree_size", "gauge", "leaves in the durable tree", log.size)
+    lines += _sample(
+        "translog_published_tree_size",
+        "gauge",
+        "size of the newest published checkpoint",
+        0 if published is None else published.size,
+    )
+    lines += _sample(
+        "translog_pending_entries", "gauge", "entries accepted but not yet durable", log.pending
+    )
+    lines += _sample(
+        "translog_checkpoint_age_seconds",
+        "gauge",
+        "age of the newest published checkpoint",
+        round(age, 3),
+    )
+    lines += _sample(
+        "translog_sequencer_fatal",
+        "gauge",
+        "1 once the sequencer stopped after a storage failure",
+        int(log.fatal is not None),
+    )
+    for key, name, help_text in _STATS_COUNTERS:
+        lines += _sample(name, "counter", help_text, log.stats[key])
+    lines += log.batch_sizes.render()
+    lines += log.integration_seconds.render()
+    return lines
+
+
+def _sample(name: str, kind: str, help_text: str, value: float) -> list[str]:
+    """HELP, TYPE and one unlabelled sample (``repr`` keeps big integers exact)."""
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value!r}"]
+
+
+# ---------------------------------------------------------------------------- access log
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Structured access log: one JSON object per request, with no secrets.
+
+    Use it with ``web.run_app(app, access_log_class=AccessLogger)`` or ``AppRunner``.
+    """
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """Emit one JSON line for a finished request."""
+        record = {
+            "remote": request.remote,
+            "method": request.method,
+            "path": request.path[:512],
+            "query": _safe_query(request),
+            "status": response.status,
+            "bytes": response.body_length,
+            "duration_ms": round(time * 1000, 3),
+            "authenticated": "Authorization" in request.headers,
+        }
+        self.logger.info(json.dumps(record, separators=(",", ":")))
+
+
+def _safe_query(request: web.BaseRequest) -> dict[str, str]:
+    """Query parameters, with values of unknown names redacted (they could be secrets)."""
+    return {
+        key: value[:128] if key in _LOGGED_QUERY else "<redacted>"
+        for key, value in request.query.items()
+    }
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _json(body: dict[str, Any], status: int, cache: str) -> web.Response:
+    """A JSON response with the given status and ``Cache-Control``."""
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode("utf-8"),
+        headers={"Content-Type": "application/json", "Cache-Control": cache},
+    )
+
+
+def _b64(data: bytes) -> str:
+    """Standard padded base64 text."""
+    return base64.b64encode(data).decode("ascii")
