@@ -49,9 +49,26 @@ from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, inline_leaf, new_s
 from translog.merkle import Frontier, leaf_hash, prove_consistency, prove_inclusion, tree_hash
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.signing import NoteSigner, TreeHeadSigner, parse_vkey
-from translog.storage.base import NewEntry, Storage, StoredCheckpoint, StoredEntry, WriteBatch
+from translog.storage.base import (
+    NewEntry,
+    PromisedEntry,
+    Storage,
+    StoredCheckpoint,
+    StoredEntry,
+    WriteBatch,
+)
 
 log = logging.getLogger("translog.log")
+
+
+def _log_recovery(fut: asyncio.Future[list[Appended]]) -> None:
+    if fut.cancelled():
+        return
+    error = fut.exception()
+    if error is not None:
+        log.critical("couldn't re-sequence promised entries: %s", error)
+    else:
+        log.warning("re-sequenced %d promised entries", len(fut.result()))
 
 
 def now_ms() -> int:
@@ -114,6 +131,8 @@ class _Group:
     keys: list[bytes | None] | None
     future: asyncio.Future[list[Appended]]
     enqueued: float = field(default_factory=time.monotonic)
+    promise_seqs: list[int] | None = None
+    """Promise records this group's entries were persisted under (``?wait=0``)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,11 @@ class Log:
         self._frontier = Frontier.from_reader(storage.size(), storage)
         self._last_ts = storage.last_timestamp()
         self._check_latest_checkpoint()
+        # Promised entries a crash left unsequenced: they go first, before anything new.
+        self._recovered = storage.promised()
+        for item in self._recovered:
+            self._last_ts = max(self._last_ts, int.from_bytes(item.entry.leaf[1:9], "big"))
+        self._promise_seq = self._recovered[-1].seq + 1 if self._recovered else 0
         self._pool: collections.deque[_Group] = collections.deque()
         self._pending = 0
         self._inflight: dict[bytes, asyncio.Future[list[Appended]]] = {}
@@ -201,6 +225,7 @@ class Log:
     async def start(self) -> None:
         """Start the sequencer and publisher tasks; publish a first checkpoint."""
         self._wakeup = asyncio.Event()
+        self._requeue_recovered()
         await self.publish()
         self._tasks = [
             asyncio.create_task(self._sequence_loop(), name="translog-sequencer"),
@@ -224,6 +249,30 @@ class Log:
                     await self.publish()
         self._writer.shutdown(wait=True)
         self.storage.close()
+
+    def _requeue_recovered(self) -> None:
+        """Put promised-but-unsequenced entries from before a crash at the head of the pool."""
+        if not self._recovered:
+            return
+        loop = asyncio.get_running_loop()
+        accepted = [
+            Accepted(
+                p.entry.leaf,
+                leaf_hash(p.entry.leaf),
+                int.from_bytes(p.entry.leaf[1:9], "big"),
+                p.entry.salt,
+            )
+            for p in self._recovered
+        ]
+        fut: asyncio.Future[list[Appended]] = loop.create_future()
+        fut.add_done_callback(_log_recovery)
+        keys = [p.key for p in self._recovered]
+        payloads = [p.entry.payload for p in self._recovered]
+        group = _Group(accepted, payloads, keys, fut, promise_seqs=[p.seq for p in self._recovered])
+        self._pool.appendleft(group)
+        self._pending += len(accepted)
+        log.warning("re-sequencing %d promised entries left by a crash", len(accepted))
+        self._recovered = []
 
     # -- submission --------------------------------------------------------------------
 
@@ -260,8 +309,14 @@ class Log:
         committed: bool = True,
         keys: Sequence[bytes | None] | None = None,
         accepted: list[Accepted] | None = None,
+        persisted: list[asyncio.Future[None]] | None = None,
     ) -> asyncio.Future[list[Appended]]:
         """Enqueue ``payloads``; the future resolves once all of them are durable.
+
+        With ``persisted`` (a list to receive one future), the accepted leaves are first
+        recorded durably as promised entries, on the writer thread, ahead of the batch that will
+        sequence them; that future resolves once the record is on disk, which is when a promise
+        (``?wait=0``) may be given. After a crash they are re-sequenced first.
 
         ``keys`` are idempotency-key digests (already scoped by the caller), one per payload
         or None. Raises ``PushbackError`` when the pool is full and ``MalformedError`` for an
@@ -297,11 +352,32 @@ class Log:
                 # Only single submissions share a future; duplicates inside larger groups are
                 # resolved by the writer (batch-local map, then the stored dedupe index).
                 self._inflight.setdefault(keys[0], fut)
+        if persisted is not None:
+            persisted.append(self._persist_promised(group, keys))
         self._pool.append(group)
         self._pending += n
         self.stats["submitted"] += n
         self._wakeup.set()
         return fut
+
+    def _persist_promised(
+        self, group: _Group, keys: Sequence[bytes | None] | None
+    ) -> asyncio.Future[None]:
+        # Submitted to the single writer before the group can be cut, so the record is
+        # always written before the batch that sequences (and deletes) it.
+        seqs = list(range(self._promise_seq, self._promise_seq + len(group.accepted)))
+        self._promise_seq += len(seqs)
+        group.promise_seqs = seqs
+        items = [
+            PromisedEntry(
+                seq,
+                keys[i] if keys is not None else None,
+                NewEntry(acc.leaf, acc.salt, group.payloads[i] if acc.salt else None),
+            )
+            for i, (seq, acc) in enumerate(zip(seqs, group.accepted, strict=True))
+        ]
+        job = self._writer.submit(self.storage.put_promised, items)
+        return asyncio.wrap_future(job)
 
     async def append(
         self, payload: bytes, *, committed: bool = True, key: bytes | None = None
@@ -376,10 +452,12 @@ class Log:
         entries: list[NewEntry] = []
         nodes: list[tuple[int, int, bytes]] = []
         dedupe: dict[bytes, int] = {}
+        promised_done: list[int] = []
         plan: list[list[tuple[int, Accepted | None]]] = []
         ts = self.storage.last_timestamp()
         for group in groups:
             keys = group.keys
+            promised_done += group.promise_seqs or ()
             row: list[tuple[int, Accepted | None]] = []
             for j, acc in enumerate(group.accepted):
                 key = keys[j] if keys is not None else None
@@ -397,8 +475,9 @@ class Log:
                 nodes.extend(frontier.append(acc.leaf_hash))
                 ts = max(ts, acc.timestamp_ms)
             plan.append(row)
-        if entries:
-            self.storage.append(WriteBatch(start, entries, nodes, ts, dedupe))
+        if entries or promised_done:
+            batch = WriteBatch(start, entries, nodes, ts, dedupe, promised_done)
+            self.storage.append(batch)
             self._frontier = frontier
             self.batch_sizes.observe(len(entries))
             # Durable: only now may a checkpoint cover the new entries.

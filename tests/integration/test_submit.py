@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from translog.config import Config, LogSection, PublisherSection, SequencerSection, ServerSection
+from translog.errors import StorageFullError
 from translog.http.app import make_app
 from translog.http.keys import LOG, METRICS
 from translog.http.submit import STATE, scope_key
@@ -455,14 +456,42 @@ async def test_wait_0_batch_returns_a_promise_per_entry(env: Env) -> None:
     assert env.metrics.value("translog_promises_broken_total") == 0
 
 
-async def test_broken_promises_are_counted(env: Env) -> None:
+async def test_no_promise_without_a_durable_record(env: Env) -> None:
     storage = env.log.storage
     assert isinstance(storage, MemoryStorage)
-    storage.fail_next = "full"
+    storage.fail_next = "full"  # the promise record itself cannot be written
     status, _, _ = await env.post("/add?wait=0", b"doomed")
+    assert status == 507
+    assert env.metrics.value("translog_promises_total") == 0
+
+
+async def test_promise_is_recorded_before_it_is_given(env: Env) -> None:
+    storage = env.log.storage
+    assert isinstance(storage, MemoryStorage)
+    before = storage.appends
+    status, body, _ = await env.post("/add?wait=0", b"kept")
     assert status == 202
+    recorded = [p.entry.leaf for p in storage.promised()] + [
+        e.leaf for e in storage.get_entries(0, storage.size())
+    ]
+    assert base64.b64decode(body["leaf"]) in recorded
+    await wait_for_watchers(env)
+    assert storage.appends > before and storage.promised() == []
+
+
+async def test_broken_promises_are_counted(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = env.log.storage
+    assert isinstance(storage, MemoryStorage)
+
+    def refuse(batch: object) -> None:
+        raise StorageFullError("injected: the batch cannot be written")
+
+    monkeypatch.setattr(storage, "append", refuse)
+    status, _, _ = await env.post("/add?wait=0", b"doomed")
+    assert status == 202  # the promise was recorded durably, then sequencing failed
     await wait_for_watchers(env)
     assert env.metrics.value("translog_promises_broken_total") == 1
+    assert len(storage.promised()) == 1  # still recorded: a restart re-sequences it
 
 
 # -- authentication and scopes ---------------------------------------------------------------

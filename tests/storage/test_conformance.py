@@ -157,3 +157,22 @@ def test_proof_nodes_for_every_prefix(storage: Storage) -> None:
     for size in (1, 2, 62, 63, 124, 255, 256, 257, 300):
         nodes = subtree_nodes(0, size)
         assert storage.read_hashes(nodes) == model.read_hashes(nodes)
+
+
+def test_promised_entries_until_sequenced(storage: Storage) -> None:
+    from translog.storage.base import PromisedEntry
+
+    salt = b"\x05" * 32
+    leaf = committed_leaf(7, b"promised", salt)
+    items = [
+        PromisedEntry(3, b"k" * 16, NewEntry(leaf, salt, b"promised")),
+        PromisedEntry(4, None, NewEntry(inline_leaf(7, b"inline"))),
+    ]
+    storage.put_promised(items)
+    assert storage.promised() == items
+    frontier = Frontier()
+    nodes = frontier.append(leaf_hash(leaf))
+    storage.append(WriteBatch(0, [NewEntry(leaf, salt, b"promised")], nodes, 7, {}, [3]))
+    assert storage.promised() == items[1:]
+    storage.append(WriteBatch(1, [], [], 7, {}, [4]))  # sequenced as a duplicate: no new leaf
+    assert storage.promised() == [] and storage.size() == 1

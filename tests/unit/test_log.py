@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -158,7 +159,7 @@ async def test_publisher_signs_durable_trees_on_interval(
         await log.close()
     history = list(memory_storage.checkpoints())
     assert [h.size for h in history] == sorted({h.size for h in history})
-    for old, new in zip(history, history[1:], strict=False):
+    for old, new in itertools.pairwise(history):
         o = open_checkpoint(old.note, parse_vkey(signer.vkey))[0]
         n = open_checkpoint(new.note, parse_vkey(signer.vkey))[0]
         if o.size:
@@ -229,3 +230,33 @@ def test_refuses_a_checkpoint_from_another_key(
     memory_storage.put_checkpoint(StoredCheckpoint(0, 1, sign_checkpoint(cp, other)))
     with pytest.raises(StorageCorruptError, match="does not verify"):
         make_log(memory_storage, signer)
+
+
+async def test_promised_entries_survive_a_crash(
+    memory_storage: MemoryStorage, signer: NoteSigner
+) -> None:
+    log = make_log(memory_storage, signer)
+    await log.start()
+    await log.append(b"before")
+    # Stop the sequencer as a crash would: the pool is lost, the promise record is not.
+    log._tasks[0].cancel()
+    persisted: list[asyncio.Future[None]] = []
+    log.submit([b"promised-1", b"promised-2"], keys=[b"p" * 16, None], persisted=persisted)
+    await persisted[0]
+    assert [p.entry.payload for p in memory_storage.promised()] == [b"promised-1", b"promised-2"]
+    promised_leaves = [p.entry.leaf for p in memory_storage.promised()]
+
+    again = make_log(memory_storage, signer)  # restart over the same storage
+    await again.start()
+    try:
+        after = await again.append(b"after restart")
+        dup = await again.append(b"promised-1", key=b"p" * 16)
+    finally:
+        await again.close()
+    entries = memory_storage.get_entries(0, memory_storage.size())
+    assert [e.leaf for e in entries[1:3]] == promised_leaves  # re-sequenced first, as promised
+    assert after.index == 3 and dup.duplicate and dup.index == 1
+    assert memory_storage.promised() == []
+    stamps = [decode_leaf(e.leaf).timestamp_ms for e in entries]
+    assert stamps == sorted(stamps)
+    assert fsck(memory_storage, parse_vkey(signer.vkey), ORIGIN).ok

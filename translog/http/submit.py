@@ -262,7 +262,7 @@ async def _submit(
     digests = [None if it.key is None else scope_key(token.name, it.key) for it in items]
     metrics = app[METRICS]
     if wait == "0":
-        promises = _promise(app, items, committed, digests)
+        promises = await _promise(app, items, committed, digests)
         body: dict[str, Any] = {"promises": promises} if batch else promises[0]
         status = 202
     else:
@@ -472,13 +472,22 @@ def _enqueue(
     items: Sequence[_Item],
     committed: Sequence[bool],
     digests: Sequence[bytes | None],
+    persisted: list[asyncio.Future[None]] | None = None,
 ) -> tuple[list[Accepted], _Future]:
-    """Accept and submit; PushbackError (503) when the pool is full."""
+    """Accept and submit; PushbackError (503) when the pool is full.
+
+    ``persisted`` (for promises) receives a future that resolves once the accepted leaves
+    are recorded durably, so a crash before sequencing cannot break the promise.
+    """
     log = app[LOG]
     accepted = _accept(log, items, committed)
     keys = list(digests) if any(d is not None for d in digests) else None
     fut = log.submit(
-        [it.payload for it in items], committed=any(committed), keys=keys, accepted=accepted
+        [it.payload for it in items],
+        committed=any(committed),
+        keys=keys,
+        accepted=accepted,
+        persisted=persisted,
     )
     app[STATE].register(digests, accepted, fut)
     return accepted, fut
@@ -533,7 +542,7 @@ async def _next_published(log: Log, min_size: int, config: Config) -> SignedChec
 # ------------------------------------------------------------------------------ promises
 
 
-def _promise(
+async def _promise(
     app: web.Application,
     items: Sequence[_Item],
     committed: Sequence[bool],
@@ -555,7 +564,11 @@ def _promise(
                 first[digest] = len(fresh)
             sources.append(len(fresh))
             fresh.append(i)
-    resolved = _resolve_fresh(app, items, committed, digests, fresh, sources)
+    persisted: list[asyncio.Future[None]] = []
+    resolved = _resolve_fresh(app, items, committed, digests, fresh, sources, persisted)
+    for done in persisted:
+        # shield: a client that hangs up must not cancel the record other entries share.
+        await asyncio.shield(done)
     return _sign_promises(app, resolved, sources)
 
 
@@ -566,6 +579,7 @@ def _resolve_fresh(
     digests: Sequence[bytes | None],
     fresh: list[int],
     sources: list[_Prior | int],
+    persisted: list[asyncio.Future[None]],
 ) -> list[_Prior]:
     """Submit the fresh items; every source then becomes a leaf with the future to watch."""
     accepted: list[Accepted] = []
@@ -576,6 +590,7 @@ def _resolve_fresh(
             [items[i] for i in fresh],
             [committed[i] for i in fresh],
             [digests[i] for i in fresh],
+            persisted,
         )
     return [
         s if isinstance(s, _Prior) else _Prior(accepted[s].leaf, accepted[s].salt, fut)

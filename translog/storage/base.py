@@ -63,6 +63,17 @@ class WriteBatch:
     nodes: Sequence[tuple[int, int, bytes]]
     timestamp_ms: int
     dedupe: Mapping[bytes, int] = field(default_factory=dict)
+    promised_done: Sequence[int] = ()
+    """Promise records (see :meth:`Storage.put_promised`) this batch sequences; deleted with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromisedEntry:
+    """An accepted entry the log promised (``?wait=0``) but has not sequenced yet."""
+
+    seq: int
+    key: bytes | None
+    entry: NewEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +137,18 @@ class Storage(Protocol):
 
     def checkpoints(self, start_size: int = 0) -> Iterator[StoredCheckpoint]:
         """The checkpoint history in increasing size, from ``start_size``."""
+        ...
+
+    def put_promised(self, items: Sequence[PromisedEntry]) -> None:
+        """Durably record promised entries before the promise is given.
+
+        They stay until a batch names their ``seq`` in ``promised_done``; after a crash the log
+        re-sequences every remaining one, in ``seq`` order, before anything new.
+        """
+        ...
+
+    def promised(self) -> list[PromisedEntry]:
+        """Promised entries not yet sequenced, in ``seq`` order."""
         ...
 
     def erase_payload(self, index: int) -> bool:

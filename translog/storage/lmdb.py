@@ -18,6 +18,8 @@ sub-database              key                         value
 ``byhash``                first 8 bytes of leaf hash  u64 index (dupsort; collisions resolved
                                                       by comparing the stored leaf hash)
 ``checkpoints``           u64 size                    u64 ts || signed note (first per size)
+``promised``              u64 promise sequence        u8 key length || key || entry value
+                                                      (accepted with ?wait=0, not yet sequenced)
 ========================  ==========================  ==========================================
 
 Why this shape (see docs/ARCHITECTURE.md and benchmarks/RESULTS.md for the figures):
@@ -54,7 +56,13 @@ from typing import Any
 import lmdb
 
 from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
-from translog.storage.base import StoredCheckpoint, StoredEntry, WriteBatch
+from translog.storage.base import (
+    NewEntry,
+    PromisedEntry,
+    StoredCheckpoint,
+    StoredEntry,
+    WriteBatch,
+)
 
 CHUNK = 62
 """Hashes per stored chunk: two chunk records fill one 4 KiB LMDB leaf page."""
@@ -199,6 +207,7 @@ class LMDBStorage:
             self._dedupe = self._env.open_db(b"dedupe", create=create)
             self._byhash = self._env.open_db(b"byhash", create=create, dupsort=True)
             self._history = self._env.open_db(b"checkpoints", create=create)
+            self._promised_db = self._env.open_db(b"promised", create=create)
             self._levels = [
                 self._env.open_db(b"h%02d" % level, create=create)
                 for level in range(0, _MAX_LEVEL, 2)
@@ -252,8 +261,13 @@ class LMDBStorage:
         info = self._env.info()
         psize = self._env.stat()["psize"]
         used = (info["last_pgno"] + 1) * psize
-        # Copy-on-write touches a root-to-leaf path per sub-database; keep a generous margin.
-        need = used + 2 * estimate + 32 * psize
+        # Copy-on-write touches a root-to-leaf path per sub-database, and pages freed while
+        # readers pin old snapshots cannot be reused yet: keep a generous margin (smaller
+        # under a tight cap, so small capped maps stay usable).
+        margin = 256 * psize
+        if self._max_map_size:
+            margin = max(16 * psize, min(margin, self._max_map_size // 8))
+        need = used + 3 * estimate + margin
         current = info["map_size"]
         if need <= current:
             return
@@ -327,6 +341,8 @@ class LMDBStorage:
                     cur.putmulti([(h[:8], _pack(i)) for i, h in leaf_hashes], dupdata=True)
             for key, index in batch.dedupe.items():
                 txn.put(key, _pack(index), db=self._dedupe)
+            for seq in batch.promised_done:
+                txn.delete(_pack(seq), db=self._promised_db)
             txn.put(b"size", _pack(new_size), db=self._meta)
             txn.put(b"ts", _pack(batch.timestamp_ms), db=self._meta)
             return new_tail
@@ -351,6 +367,32 @@ class LMDBStorage:
             txn.put(b"latest", key + value, db=self._meta)
 
         self._write(f"store checkpoint of size {checkpoint.size}", fn, len(value) + 64)
+
+    def put_promised(self, items: Sequence[PromisedEntry]) -> None:
+        values = []
+        for item in items:
+            key = item.key or b""
+            e = item.entry
+            body = e.leaf if e.salt is None else e.leaf + e.salt + (e.payload or b"")
+            values.append((_pack(item.seq), bytes([len(key)]) + key + body))
+
+        def fn(txn: lmdb.Transaction) -> None:
+            for k, v in values:
+                txn.put(k, v, db=self._promised_db)
+
+        estimate = sum(len(v) + 32 for _, v in values)
+        self._write(f"record {len(values)} promised entries", fn, estimate)
+
+    def promised(self) -> list[PromisedEntry]:
+        with self._read() as txn, txn.cursor(db=self._promised_db) as cur:
+            raw = [(bytes(k), bytes(v)) for k, v in cur]
+        out = []
+        for k, v in raw:
+            n = v[0]
+            stored = _parse_entry(0, v[1 + n :])
+            entry = NewEntry(stored.leaf, stored.salt, stored.payload)
+            out.append(PromisedEntry(_unpack(k)[0], v[1 : 1 + n] or None, entry))
+        return out
 
     def erase_payload(self, index: int) -> bool:
         entry = self.get_entries(index, index + 1)[0]
@@ -518,6 +560,7 @@ class LMDBStorage:
             "dedupe": self._dedupe,
             "byhash": self._byhash,
             "checkpoints": self._history,
+            "promised": self._promised_db,
         }
         for level in range(0, _MAX_LEVEL, 2):
             handles[f"h{level:02d}"] = self._levels[level >> 1]

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
-from translog.storage.base import StoredCheckpoint, StoredEntry, WriteBatch
+from translog.storage.base import PromisedEntry, StoredCheckpoint, StoredEntry, WriteBatch
 
 Fault = Literal["before", "after", "full"]
 
@@ -34,6 +34,7 @@ class MemoryStorage:
         self._history: dict[int, StoredCheckpoint] = {}
         self._latest: StoredCheckpoint | None = None
         self._ts = 0
+        self._promised: dict[int, PromisedEntry] = {}
         self.fail_next: Fault | None = None
         self.appends = 0
 
@@ -74,6 +75,8 @@ class MemoryStorage:
                 if level == 0:
                     self._by_hash.setdefault(value, index)
             self._dedupe.update(batch.dedupe)
+            for seq in batch.promised_done:
+                self._promised.pop(seq, None)
             self._ts = batch.timestamp_ms
             self.appends += 1
             self._maybe_fail("after")
@@ -115,6 +118,16 @@ class MemoryStorage:
     def checkpoints(self, start_size: int = 0) -> Iterator[StoredCheckpoint]:
         for size in sorted(s for s in self._history if s >= start_size):
             yield self._history[size]
+
+    def put_promised(self, items: Sequence[PromisedEntry]) -> None:
+        with self._lock:
+            self._maybe_fail("before")
+            for item in items:
+                self._promised[item.seq] = item
+            self._maybe_fail("after")
+
+    def promised(self) -> list[PromisedEntry]:
+        return [self._promised[k] for k in sorted(self._promised)]
 
     def erase_payload(self, index: int) -> bool:
         with self._lock:
