@@ -15,11 +15,15 @@ exit codes. Exit codes (documented in README.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from translog import __version__
 from translog.errors import (
@@ -30,7 +34,11 @@ from translog.errors import (
 )
 
 if TYPE_CHECKING:
+    from translog.checkpoint import Checkpoint
+    from translog.client import SyncLogClient
     from translog.config import Config
+    from translog.export import Export
+    from translog.policy import WitnessPolicy
     from translog.tokens import TokenStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_VERIFY, EXIT_INCONSISTENT = 0, 1, 2, 3, 4
@@ -233,6 +241,381 @@ def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
+# -- client commands -------------------------------------------------------------------------
+#
+# submit, prove, checkpoint, consistency and export talk to a log over HTTP through
+# translog.client (imported lazily). verify is offline: it imports translog.verify only, never
+# aiohttp, so it runs where the network stack is not even installed.
+
+TOKEN_ENV = "TRANSLOG_TOKEN"
+READ_TOKEN_ENV = "TRANSLOG_READ_TOKEN"
+
+
+def _read_file(path: str, what: str) -> bytes:
+    """The bytes of ``path`` (``-`` is stdin); unreadable files are a plain error (exit 1)."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise TranslogError(f"couldn't read {what} {path}: {e.strerror}") from e
+
+
+def _write_file(path: str | None, data: bytes) -> None:
+    """Write ``data`` to ``path``, or to stdout for None or ``-``."""
+    if path is None or path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        Path(path).write_bytes(data)
+    except OSError as e:
+        raise TranslogError(f"couldn't write {path}: {e.strerror}") from e
+
+
+def _vkey(args: argparse.Namespace) -> str:
+    """The log's vkey from ``--vkey`` or ``--vkey-file`` (one non-empty line)."""
+    if args.vkey is not None:
+        return str(args.vkey).strip()
+    lines = [x for x in _read_file(args.vkey_file, "vkey file").decode().splitlines() if x.strip()]
+    if len(lines) != 1:
+        raise ConfigError(f"--vkey-file {args.vkey_file}: expected one vkey line, got {len(lines)}")
+    return lines[0].strip()
+
+
+def _policy(args: argparse.Namespace) -> WitnessPolicy | None:
+    from translog.policy import parse_policy
+
+    if args.policy is None:
+        return None
+    return parse_policy(_read_file(args.policy, "policy file").decode("utf-8", "replace"))
+
+
+def _client(args: argparse.Namespace) -> SyncLogClient:
+    """A verifying client for ``--url`` with the options this command has."""
+    from translog.client import SyncLogClient
+
+    return SyncLogClient(
+        args.url,
+        _vkey(args),
+        token=getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None,
+        read_token=getattr(args, "read_token", None) or os.environ.get(READ_TOKEN_ENV) or None,
+        state_path=getattr(args, "state", None),
+        policy=_policy(args) if hasattr(args, "policy") else None,
+        timeout=args.timeout,
+    )
+
+
+def _json_bytes(obj: object, *, compact: bool = False) -> bytes:
+    if compact:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode() + b"\n"
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from translog.receipt import format_promise, format_receipt
+
+    data = _read_file(args.file, "input")
+    if args.ndjson and args.wait == "0":
+        raise ConfigError("--wait 0 (a promise) is for single payloads, not --ndjson")
+    with _client(args) as client, _evidence(args, client.client.origin):
+        if args.ndjson:
+            _submit_ndjson(client, data, args)
+            return EXIT_OK
+        if args.wait == "0":
+            out = _json_bytes(format_promise(client.promise(data, kind=args.kind)))
+        else:
+            out = _json_bytes(format_receipt(client.submit(data, kind=args.kind, wait=args.wait)))
+    _write_file(args.output, out)
+    return EXIT_OK
+
+
+def _submit_ndjson(client: SyncLogClient, data: bytes, args: argparse.Namespace) -> None:
+    """Submit each NDJSON line as one entry, ``--batch-size`` lines per request.
+
+    Receipts are written as they arrive (one per line), so when a batch fails the receipts of
+    the entries already in the log are kept.
+    """
+    from translog.receipt import format_receipt
+    from translog.verify import ndjson_lines
+
+    lines = ndjson_lines(data, args.file)
+    if not lines:
+        raise ConfigError(f"{args.file}: no NDJSON lines to submit")
+    progress = _Progress("submit", enabled=not args.quiet)
+    done = 0
+    with _output(args.output) as out:
+        try:
+            for lo in range(0, len(lines), args.batch_size):
+                batch = lines[lo : lo + args.batch_size]
+                receipt = client.submit_batch(batch, kind=args.kind, wait=args.wait)
+                out.write(_json_bytes(format_receipt(receipt), compact=True))
+                out.flush()
+                done += len(batch)
+                progress(done, len(lines))
+        except TranslogError:
+            where = args.output or "stdout"
+            _eprint(
+                f"translog: the first {done} of {len(lines)} entries were submitted; "
+                f"their receipts are in {where}"
+            )
+            raise
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """A binary stream for ``-o``: the file (created or truncated), or stdout."""
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        return
+    try:
+        f = open(path, "wb")  # noqa: SIM115 - closed below, errors mapped first
+    except OSError as e:
+        raise TranslogError(f"couldn't write {path}: {e.strerror}") from e
+    with f:
+        yield f
+
+
+def _cmd_prove(args: argparse.Namespace) -> int:
+    from translog.proof import format_proof
+    from translog.verify import iso_ms
+
+    if args.output == "-" and not args.entry_out:
+        raise ConfigError("--entry-out is needed when the proof goes to stdout (-o -)")
+    with _client(args) as client, _evidence(args, client.client.origin):
+        index = args.index
+        if index is None:
+            index = client.find_index(_leaf_hash_arg(args.leaf_hash))
+        proof = client.prove(index)
+        assert proof.extra is not None  # LogClient.prove puts the leaf in extra
+        entry = _entry_file(client, index, proof.extra)
+    _write_file(args.output, format_proof(proof))
+    entry_out = args.entry_out or _entry_path(args.output)
+    _write_file(entry_out, _json_bytes(entry))
+    say = _eprint if args.output == "-" else print
+    say(
+        f"entry {index} ({entry['kind']}, sequenced {iso_ms(entry['timestamp'])}, payload "
+        f"{entry['payload_status']}) proven in checkpoint size {_note_size(proof.checkpoint)}"
+    )
+    say(f"wrote {args.output} and {entry_out}")
+    return EXIT_OK
+
+
+def _leaf_hash_arg(text: str) -> bytes:
+    from translog.note import decode_base64
+
+    try:
+        value = decode_base64(text)
+    except TranslogError as e:
+        raise ConfigError(f"--leaf-hash: {e}") from e
+    if len(value) != 32:
+        raise ConfigError(f"--leaf-hash: expected 32 bytes, got {len(value)}")
+    return value
+
+
+def _entry_path(proof_path: str) -> str:
+    """``x.tlog-proof`` -> ``x.entry.json``."""
+    return proof_path.removesuffix(".tlog-proof") + ".entry.json"
+
+
+def _note_size(note: bytes) -> int:
+    return int(note.split(b"\n", 2)[1])
+
+
+def _entry_file(client: SyncLogClient, index: int, leaf: bytes) -> dict[str, Any]:
+    """The entry file: the leaf, and its payload and salt when the read token allows."""
+    from translog.errors import AuthError, ForbiddenError
+    from translog.leaf import KIND_INLINE, decode_leaf
+    from translog.verify import format_entry
+
+    origin = client.client.origin
+    if decode_leaf(leaf).kind == KIND_INLINE:
+        return format_entry(origin, index, leaf, payload_status="inline")
+    try:
+        e = client.entry(index)
+    except (AuthError, ForbiddenError) as err:
+        _eprint(f"translog: payload withheld: {err}")
+        return format_entry(origin, index, leaf, payload_status="withheld")
+    if e["payload"] is None or e["salt"] is None:
+        return format_entry(origin, index, leaf, payload_status="erased")
+    return format_entry(
+        origin, index, leaf, payload=e["payload"], salt=e["salt"], payload_status="present"
+    )
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from translog.verify import verify_file
+
+    data = _read_file(args.file, "file")
+    payload = _read_file(args.payload, "payload file") if args.payload else None
+    entry = _read_file(args.entry, "entry file") if args.entry else None
+    result = verify_file(data, _vkey(args), policy=_policy(args), payload=payload, entry=entry)
+    print("\n".join(result.lines()))
+    return EXIT_OK
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    from translog.verify import iso_ms
+
+    with _client(args) as client, _evidence(args, client.client.origin):
+        cp = client.checkpoint()
+    _write_file(None, cp.note)
+    cosigned = f", cosigned by {', '.join(sorted(cp.cosigners))}" if cp.cosigners else ""
+    state = f", checked against state file {args.state}" if args.state else ""
+    _eprint(f"verified checkpoint: size {cp.size}{cosigned}{state} ({iso_ms(_now_ms())})")
+    return EXIT_OK
+
+
+def _cmd_consistency(args: argparse.Namespace) -> int:
+    """Prove that OLD is a prefix of the log's current checkpoint (or the reverse, if newer).
+
+    The old checkpoint seeds a private state file, so the client's own checks (growth proven
+    from tiles, rollback, fork told apart from bad tiles) decide.
+    """
+    import tempfile
+
+    from translog.checkpoint import open_checkpoint
+    from translog.signing import parse_vkey
+
+    vkey = _vkey(args)
+    old_note = _read_file(args.old, "checkpoint file")
+    old, _, _ = open_checkpoint(old_note, parse_vkey(vkey))
+    with tempfile.TemporaryDirectory(prefix="translog-") as tmp:
+        state = Path(tmp) / "state.json"
+        state.write_text(json.dumps({"logs": {old.origin: _state_entry(old, old_note)}}))
+        args.state = str(state)
+        with _client(args) as client, _evidence(args, old.origin):
+            cur = client.checkpoint()
+            proof: tuple[bytes, ...] = ()
+            if 0 < old.size < cur.size:
+                proof = client.consistency_proof(
+                    old.size, cur.size, old_root=old.root_hash, new_root=cur.root_hash
+                )
+    _print_consistency(old.size, cur.size, proof)
+    return EXIT_OK
+
+
+def _state_entry(cp: Checkpoint, note: bytes) -> dict[str, object]:
+    import base64
+
+    root = base64.b64encode(cp.root_hash).decode()
+    return {"size": cp.size, "root_hash": root, "note": note.decode("utf-8")}
+
+
+def _print_consistency(old: int, new: int, proof: Sequence[bytes]) -> None:
+    import base64
+
+    if old > new:
+        print(f"consistent: the log's current checkpoint (size {new}) is a prefix of the given")
+        print(f"checkpoint (size {old}); the log has not published that size yet")
+        return
+    print(f"consistent: checkpoint size {old} is a prefix of the current checkpoint size {new}")
+    for h in proof:
+        print(base64.b64encode(h).decode())
+
+
+@contextlib.contextmanager
+def _evidence(args: argparse.Namespace, origin: str) -> Iterator[None]:
+    """Write the evidence of an InconsistencyError to stderr and a file, then re-raise it."""
+    try:
+        yield
+    except InconsistencyError as e:
+        path = _write_evidence(e, origin, args.url, Path(args.evidence_dir))
+        _eprint(f"translog: evidence written to {path}")
+        raise
+
+
+def _write_evidence(e: InconsistencyError, origin: str, url: str, directory: Path) -> Path:
+    import base64
+
+    def text(note: object) -> str | None:
+        return note.decode("utf-8", "replace") if isinstance(note, bytes) else None
+
+    now = _now_ms()
+    evidence = {
+        "format": "translog-evidence/v1",
+        "origin": origin,
+        "url": url,
+        "detected_at": now,
+        "reason": str(e),
+        "older": text(e.older),
+        "newer": text(e.newer),
+        "proof": [base64.b64encode(h).decode() for h in (e.proof or [])],
+    }
+    data = _json_bytes(evidence)
+    sys.stderr.write(data.decode())
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", origin).strip("_") or "log"
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1000)) + f"{now % 1000:03d}Z"
+    path = directory / f"translog-evidence-{safe}-{stamp}.json"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(path, "xb") as f:
+            f.write(data)
+    except OSError as err:
+        raise TranslogError(f"couldn't write evidence file {path}: {err.strerror}") from e
+    return path
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _parse_time(text: str, what: str) -> int:
+    """RFC 3339 with a zone (``2026-07-01T00:00:00Z``) or ms since the epoch, as ms."""
+    import datetime as dt
+
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ConfigError(f"{what}: {text!r} is not RFC 3339 time nor ms since the epoch") from e
+    if when.tzinfo is None:
+        raise ConfigError(f"{what}: {text!r} has no time zone; add Z for UTC")
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (when - epoch) // dt.timedelta(milliseconds=1)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from translog.bundle import encode_bundle
+    from translog.export import export_bundle
+
+    from_ms, to_ms = _parse_time(args.from_, "--from"), _parse_time(args.to, "--to")
+    earlier = [_read_file(p, "checkpoint file") for p in args.checkpoint or []]
+    phases = {
+        "leaves": _Progress("export: leaves", enabled=not args.quiet),
+        "payloads": _Progress("export: payloads", enabled=not args.quiet),
+    }
+    with _client(args) as client, _evidence(args, client.client.origin):
+        result = export_bundle(
+            client,
+            from_ms,
+            to_ms,
+            checkpoints=earlier,
+            policy=_policy(args),
+            read_payloads=not args.no_payloads,
+            progress=lambda phase, done, total: phases[phase](done, total),
+        )
+    _write_file(args.output, encode_bundle(result.bundle, compress=args.output.endswith(".gz")))
+    _print_export(args.output, result)
+    return EXIT_OK
+
+
+def _print_export(path: str, result: Export) -> None:
+    b = result.bundle
+    from translog.bundle import PAYLOAD_STATUSES
+
+    counts = {s: sum(e.payload_status == s for e in b.entries) for s in PAYLOAD_STATUSES}
+    print(f"wrote {path}: entries [{b.start}, {b.end}) ({len(b.entries)}) of the period")
+    print(
+        f"  payloads: {counts['present']} committed, {counts['inline']} inline, "
+        f"{counts['erased']} erased, {counts['withheld']} withheld"
+    )
+    print(f"  checkpoints: sizes {', '.join(str(_note_size(n)) for n in b.checkpoints)}")
+    if result.refused and counts["withheld"]:
+        _eprint(f"translog: payloads withheld: {result.refused}")
+
+
 # -- wiring ------------------------------------------------------------------------------
 
 
@@ -265,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_fsck)
 
     _add_serve_commands(sub)
+    _add_client_commands(sub)
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
@@ -305,6 +689,117 @@ def _token_args(p: argparse.ArgumentParser, *, name: bool = True) -> None:
     p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
     if name:
         p.add_argument("--name", required=True, help="the token's name")
+
+
+def _log_args(
+    p: argparse.ArgumentParser,
+    *,
+    url: bool = True,
+    read_token: bool = True,
+    state: bool = True,
+    policy: bool = True,
+) -> None:
+    """The options every client command shares."""
+    if url:
+        p.add_argument("--url", required=True, help="the log's base URL, e.g. http://host:8080")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--vkey", help="the log's verifier key (its name is the origin)")
+    key.add_argument("--vkey-file", metavar="FILE", help="a file holding the vkey")
+    if url:
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    if read_token:
+        p.add_argument("--read-token", help=f"token with scope read (default: ${READ_TOKEN_ENV})")
+    if state:
+        p.add_argument(
+            "--state", metavar="FILE", help="keep the last verified checkpoint here, check growth"
+        )
+    if policy:
+        p.add_argument("--policy", metavar="FILE", help="witness policy the checkpoint must meet")
+
+
+def _evidence_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--evidence-dir", default=".", metavar="DIR", help="where inconsistency evidence goes"
+    )
+
+
+def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("submit", help="submit an event (file, stdin or NDJSON); print its receipt")
+    _log_args(p, read_token=False, policy=False)
+    p.add_argument("file", nargs="?", default="-", help="the payload file; - (default) is stdin")
+    p.add_argument("--token", help=f"token with scope submit (default: ${TOKEN_ENV})")
+    p.add_argument("--kind", choices=("committed", "inline"), help="default: the log's setting")
+    p.add_argument("--ndjson", action="store_true", help="submit each line as one entry")
+    p.add_argument("--batch-size", type=_positive, default=1000, help="NDJSON lines per request")
+    p.add_argument(
+        "--wait",
+        choices=("durable", "published", "0"),
+        default="durable",
+        help="durable (default), published, or 0 for a signed promise",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write the receipt here (default stdout)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _evidence_arg(p)
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("prove", help="write a .tlog-proof file and the entry for one entry")
+    _log_args(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=_non_negative, help="the entry's index")
+    which.add_argument("--leaf-hash", metavar="B64", help="the entry's leaf hash (base64)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tlog-proof file")
+    p.add_argument("--entry-out", metavar="FILE", help="default: FILE with .entry.json")
+    _evidence_arg(p)
+    p.set_defaults(func=_cmd_prove)
+
+    p = sub.add_parser("verify", help="verify a receipt, proof file or bundle OFFLINE")
+    p.add_argument("file", help="receipt, promise, .tlog-proof, bundle or checkpoint; - is stdin")
+    _log_args(p, url=False, read_token=False, state=False)
+    p.add_argument("--payload", metavar="FILE", help="check the entry holds this payload")
+    p.add_argument("--entry", metavar="FILE", help="entry file (from prove) for a proof file")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("checkpoint", help="fetch, verify and print the log's checkpoint")
+    _log_args(p)
+    _evidence_arg(p)
+    p.set_defaults(func=_cmd_checkpoint)
+
+    p = sub.add_parser("consistency", help="prove an old checkpoint is a prefix of the current")
+    p.add_argument("old", metavar="OLD_CHECKPOINT_FILE", help="a signed checkpoint saved earlier")
+    _log_args(p, state=False)
+    _evidence_arg(p)
+    p.set_defaults(func=_cmd_consistency)
+
+    p = sub.add_parser("export", help="write an evidence bundle for an audit period")
+    _log_args(p)
+    when = "inclusive; RFC 3339 (2026-07-01T00:00:00Z) or ms since the epoch"
+    p.add_argument("--from", dest="from_", required=True, metavar="T1", help=f"start, {when}")
+    p.add_argument("--to", required=True, metavar="T2", help=f"end, {when}")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="bundle; .gz = gzip")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="an earlier signed checkpoint to chain in (repeatable)",
+    )
+    p.add_argument("--no-payloads", action="store_true", help="mark committed payloads withheld")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _evidence_arg(p)
+    p.set_defaults(func=_cmd_export)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []

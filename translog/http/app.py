@@ -137,6 +137,9 @@ async def run_server(
         access_log=logging.getLogger("translog.access"),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
+    # Handlers go in before anything can learn the port: a signal that arrives right after
+    # the ready file appears must still mean a graceful shutdown.
+    received = _install_signal_handlers()
     await runner.setup()
     try:
         bound = await _listen(runner, host, port)
@@ -144,8 +147,9 @@ async def run_server(
             on_ready(bound)
         if ready_file is not None:
             write_ready_file(ready_file, bound)
-        await _wait_for_signal()
+        _log.info("%s: draining accepted entries, then a final checkpoint", (await received).name)
     finally:
+        _remove_signal_handlers()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
         await runner.cleanup()
@@ -162,9 +166,9 @@ async def _listen(runner: web.AppRunner, host: str, port: int) -> int:
     return int(runner.addresses[0][1])
 
 
-async def _wait_for_signal() -> None:
-    received: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
+def _install_signal_handlers() -> asyncio.Future[signal.Signals]:
     loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
 
     def on_signal(sig: signal.Signals) -> None:
         if not received.done():
@@ -172,9 +176,10 @@ async def _wait_for_signal() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        name = (await received).name
-        _log.info("%s: draining accepted entries, then a final checkpoint", name)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    return received
+
+
+def _remove_signal_handlers() -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
