@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from translog.ct import TreeHeadSigner
 from translog.log import Log, LogOptions
-from translog.signing import NoteSigner, TreeHeadSigner
+from translog.signing import NoteSigner
 from translog.storage.lmdb import LMDBStorage
 from translog.storage.memory import MemoryStorage
 

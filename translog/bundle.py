@@ -54,11 +54,12 @@ from translog.errors import (
     TranslogError,
     VerificationError,
 )
+from translog.jsonfields import Fields, encode_base64
 from translog.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
 from translog.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_range
 from translog.note import decode_base64, parse_note
 from translog.policy import WitnessPolicy
-from translog.receipt import RangeProof, _b64, _Fields
+from translog.receipt import RangeProof
 from translog.signing import NoteVerifier, parse_vkey
 
 FORMAT = "translog-bundle/v1"
@@ -233,12 +234,12 @@ def format_bundle(bundle: Bundle) -> dict[str, Any]:
         },
         "index_range": {"start": bundle.start, "end": bundle.end},
         "checkpoints": [note.decode("utf-8") for note in bundle.checkpoints],
-        "consistency_proofs": [[_b64(h) for h in p] for p in bundle.consistency_proofs],
+        "consistency_proofs": [[encode_base64(h) for h in p] for p in bundle.consistency_proofs],
         "before": _boundary_json(bundle.before),
         "after": _boundary_json(bundle.after),
         "range_proof": None
         if rp is None
-        else {"start": rp.start, "end": rp.end, "nodes": [_b64(h) for h in rp.nodes]},
+        else {"start": rp.start, "end": rp.end, "nodes": [encode_base64(h) for h in rp.nodes]},
         "entries": [_entry_json(e) for e in bundle.entries],
     }
 
@@ -246,20 +247,20 @@ def format_bundle(bundle: Bundle) -> dict[str, Any]:
 def _boundary_json(b: Boundary | None) -> dict[str, Any] | None:
     if b is None:
         return None
-    return {"index": b.index, "leaf": _b64(b.leaf), "timestamp": b.timestamp_ms}
+    return {"index": b.index, "leaf": encode_base64(b.leaf), "timestamp": b.timestamp_ms}
 
 
 def _entry_json(e: BundleEntry) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "index": e.index,
-        "leaf": _b64(e.leaf),
+        "leaf": encode_base64(e.leaf),
         "timestamp": e.timestamp_ms,
         "payload_status": e.payload_status,
     }
     if e.payload is not None:
-        obj["payload"] = _b64(e.payload)
+        obj["payload"] = encode_base64(e.payload)
     if e.salt is not None:
-        obj["salt"] = _b64(e.salt)
+        obj["salt"] = encode_base64(e.salt)
     return obj
 
 
@@ -322,7 +323,7 @@ def _no_constant(name: str) -> None:
 
 
 def _parse(obj: object) -> Bundle:
-    f = _Fields(obj, "bundle")
+    f = Fields(obj, "bundle")
     fmt = f.get_str("format")
     if fmt != FORMAT:
         raise MalformedError(f"bundle.format: expected {FORMAT!r}, got {fmt[:40]!r}")
@@ -351,7 +352,7 @@ def _parse(obj: object) -> Bundle:
 
 
 def _parse_claims(raw: object) -> Claims:
-    f = _Fields(raw, "bundle.claims")
+    f = Fields(raw, "bundle.claims")
     if f.value("authenticated") is not False:
         raise MalformedError("bundle.claims.authenticated: must be false (nothing signs claims)")
     claims = Claims(
@@ -367,7 +368,7 @@ def _parse_claims(raw: object) -> Claims:
 
 
 def _parse_range(raw: object) -> tuple[int, int]:
-    f = _Fields(raw, "bundle.index_range")
+    f = Fields(raw, "bundle.index_range")
     start, end = f.get_int("start"), f.get_int("end")
     f.done()
     if start > end:
@@ -417,7 +418,7 @@ def _hash(value: object, path: str) -> bytes:
 def _parse_boundary(raw: object, path: str) -> Boundary | None:
     if raw is None:
         return None
-    f = _Fields(raw, path)
+    f = Fields(raw, path)
     boundary = Boundary(f.get_int("index"), f.get_bytes("leaf"), f.get_int("timestamp"))
     f.done()
     return boundary
@@ -426,7 +427,7 @@ def _parse_boundary(raw: object, path: str) -> Boundary | None:
 def _parse_range_proof(raw: object) -> RangeProof | None:
     if raw is None:
         return None
-    f = _Fields(raw, "bundle.range_proof")
+    f = Fields(raw, "bundle.range_proof")
     rp = RangeProof(f.get_int("start"), f.get_int("end"), f.get_hashes("nodes"))
     f.done()
     return rp
@@ -437,7 +438,7 @@ def _parse_entries(raw: object) -> tuple[BundleEntry, ...]:
 
 
 def _parse_entry(raw: object, i: int) -> BundleEntry:
-    f = _Fields(raw, f"bundle.entries[{i}]")
+    f = Fields(raw, f"bundle.entries[{i}]")
     index, leaf, ts = f.get_int("index"), f.get_bytes("leaf"), f.get_int("timestamp")
     status = f.get_str("payload_status")
     if status not in PAYLOAD_STATUSES:

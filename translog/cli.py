@@ -34,7 +34,6 @@ from translog.errors import (
 )
 
 if TYPE_CHECKING:
-    from translog.checkpoint import Checkpoint
     from translog.client import SyncLogClient
     from translog.config import Config
     from translog.export import Export
@@ -185,7 +184,7 @@ def _cmd_dev_init(args: argparse.Namespace) -> int:
 
 def _dev_token(data: Path) -> str:
     """The saved dev token, created (scopes submit and read, file mode 0600) if missing."""
-    from translog.signing import read_private_file, write_private_file
+    from translog.keyfile import read_private_file, write_private_file
 
     path = data / DEV_TOKEN_FILE
     if path.exists():
@@ -318,7 +317,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     data = _read_file(args.file, "input")
     if args.ndjson and args.wait == "0":
         raise ConfigError("--wait 0 (a promise) is for single payloads, not --ndjson")
-    with _client(args) as client, _evidence(args, client.client.origin):
+    with _client(args) as client, _evidence(args, client.origin):
         if args.ndjson:
             _submit_ndjson(client, data, args)
             return EXIT_OK
@@ -382,7 +381,7 @@ def _cmd_prove(args: argparse.Namespace) -> int:
 
     if args.output == "-" and not args.entry_out:
         raise ConfigError("--entry-out is needed when the proof goes to stdout (-o -)")
-    with _client(args) as client, _evidence(args, client.client.origin):
+    with _client(args) as client, _evidence(args, client.origin):
         index = args.index
         if index is None:
             index = client.find_index(_leaf_hash_arg(args.leaf_hash))
@@ -428,7 +427,7 @@ def _entry_file(client: SyncLogClient, index: int, leaf: bytes) -> dict[str, Any
     from translog.leaf import KIND_INLINE, decode_leaf
     from translog.verify import format_entry
 
-    origin = client.client.origin
+    origin = client.origin
     if decode_leaf(leaf).kind == KIND_INLINE:
         return format_entry(origin, index, leaf, payload_status="inline")
     try:
@@ -457,7 +456,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
     from translog.verify import iso_ms
 
-    with _client(args) as client, _evidence(args, client.client.origin):
+    with _client(args) as client, _evidence(args, client.origin):
         cp = client.checkpoint()
     _write_file(None, cp.note)
     cosigned = f", cosigned by {', '.join(sorted(cp.cosigners))}" if cp.cosigners else ""
@@ -469,37 +468,24 @@ def _cmd_checkpoint(args: argparse.Namespace) -> int:
 def _cmd_consistency(args: argparse.Namespace) -> int:
     """Prove that OLD is a prefix of the log's current checkpoint (or the reverse, if newer).
 
-    The old checkpoint seeds a private state file, so the client's own checks (growth proven
-    from tiles, rollback, fork told apart from bad tiles) decide.
+    :meth:`~translog.client.LogClient.check_consistent` decides (growth proven from tiles,
+    rollback, fork told apart from bad tiles); no state file is involved.
     """
-    import tempfile
-
     from translog.checkpoint import open_checkpoint
     from translog.signing import parse_vkey
 
     vkey = _vkey(args)
     old_note = _read_file(args.old, "checkpoint file")
     old, _, _ = open_checkpoint(old_note, parse_vkey(vkey))
-    with tempfile.TemporaryDirectory(prefix="translog-") as tmp:
-        state = Path(tmp) / "state.json"
-        state.write_text(json.dumps({"logs": {old.origin: _state_entry(old, old_note)}}))
-        args.state = str(state)
-        with _client(args) as client, _evidence(args, old.origin):
-            cur = client.checkpoint()
-            proof: tuple[bytes, ...] = ()
-            if 0 < old.size < cur.size:
-                proof = client.consistency_proof(
-                    old.size, cur.size, old_root=old.root_hash, new_root=cur.root_hash
-                )
+    with _client(args) as client, _evidence(args, old.origin):
+        cur = client.check_consistent(old_note)
+        proof: tuple[bytes, ...] = ()
+        if 0 < old.size < cur.size:
+            proof = client.consistency_proof(
+                old.size, cur.size, old_root=old.root_hash, new_root=cur.root_hash
+            )
     _print_consistency(old.size, cur.size, proof)
     return EXIT_OK
-
-
-def _state_entry(cp: Checkpoint, note: bytes) -> dict[str, object]:
-    import base64
-
-    root = base64.b64encode(cp.root_hash).decode()
-    return {"size": cp.size, "root_hash": root, "note": note.decode("utf-8")}
 
 
 def _print_consistency(old: int, new: int, proof: Sequence[bytes]) -> None:
@@ -586,7 +572,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         "leaves": _Progress("export: leaves", enabled=not args.quiet),
         "payloads": _Progress("export: payloads", enabled=not args.quiet),
     }
-    with _client(args) as client, _evidence(args, client.client.origin):
+    with _client(args) as client, _evidence(args, client.origin):
         result = export_bundle(
             client,
             from_ms,

@@ -22,13 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from translog.config import CONFIG_NAME, Config, LogSection, format_config, load_config
+from translog.ct import TreeHeadSigner
 from translog.errors import ConfigError
-from translog.signing import (
-    NoteSigner,
-    TreeHeadSigner,
-    read_private_file,
-    write_private_file,
-)
+from translog.keyfile import read_private_file, write_private_file
+from translog.signing import NoteSigner
 
 if TYPE_CHECKING:
     from translog.storage.lmdb import LMDBStorage

@@ -6,8 +6,10 @@ before it is returned. The period ``[from_ms, to_ms]`` (both inclusive) becomes 
 by binary search over leaf timestamps, which never decrease along the log.
 
 Payloads: inline leaves hold theirs. A committed entry's payload and salt are read with the
-client's read token (``GET /entries/<index>``); an erased one is marked ``erased``, and when the
-log refuses the token (401/403) the rest are marked ``withheld`` without asking again.
+client's read token through :meth:`~translog.client.LogClient.entries` (concurrent
+``GET /entries/<index>`` reads checked against the range-proven leaves, no proof per entry); an
+erased one is marked ``erased``, and when the log refuses the token (401/403) the rest are
+marked ``withheld`` without asking again.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ Progress = Callable[[str, int, int], None]
 """``progress(phase, done, total)``; phases ``leaves`` and ``payloads``."""
 
 LEAVES_PER_FETCH = 4096
+PAYLOADS_PER_FETCH = 1024
+"""Entries per :meth:`~translog.client.SyncLogClient.entries` call (progress granularity)."""
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,15 @@ def export_bundle(
     leaves = _leaves(client, lo, hi, final, progress)
     period = leaves[start - lo : end - lo]
     payloads, refused = (
-        _payloads(client, start, period, progress) if read_payloads else ({}, "not requested")
+        _payloads(client, final, start, period, progress)
+        if read_payloads
+        else ({}, "not requested")
     )
     nodes: tuple[bytes, ...] = ()
     if final.size:
         nodes = prove_range(lo, hi, final.size, TileHashReader(final.size, client.tile))
     bundle = build_bundle(
-        origin=client.client.origin,
+        origin=client.origin,
         from_ms=from_ms,
         to_ms=to_ms,
         start=start,
@@ -92,7 +98,7 @@ def export_bundle(
         generated_at_ms=int(time.time() * 1000),
         generator=f"translog {__version__}",
     )
-    verify_bundle(bundle, client.client.vkey, policy=policy)
+    verify_bundle(bundle, client.vkey, policy=policy)
     return Export(bundle, refused)
 
 
@@ -100,7 +106,7 @@ def _chain(
     client: SyncLogClient, final: VerifiedCheckpoint, extra: Sequence[bytes]
 ) -> list[tuple[bytes, Checkpoint]]:
     """The earlier checkpoints (verified, size order, no duplicates), then the final one."""
-    verifier = parse_vkey(client.client.vkey)
+    verifier = parse_vkey(client.vkey)
     seen: dict[bytes, Checkpoint] = {}
     for i, note in enumerate(extra):
         cp, _, _ = open_checkpoint(note, verifier)
@@ -142,19 +148,29 @@ def _leaves(
 
 
 def _payloads(
-    client: SyncLogClient, start: int, leaves: Sequence[bytes], progress: Progress
+    client: SyncLogClient,
+    cp: VerifiedCheckpoint,
+    start: int,
+    leaves: Sequence[bytes],
+    progress: Progress,
 ) -> tuple[dict[int, tuple[bytes, bytes] | None], str | None]:
-    """Payload and salt of each committed entry (None once erased); stop when refused."""
-    committed = [
-        start + k for k, leaf in enumerate(leaves) if decode_leaf(leaf).kind == KIND_COMMITTED
-    ]
+    """Payload and salt of each committed entry (None once erased); stop when refused.
+
+    Only slices holding committed leaves are read; inline ones hold their payloads.
+    """
+    committed = [decode_leaf(leaf).kind == KIND_COMMITTED for leaf in leaves]
     out: dict[int, tuple[bytes, bytes] | None] = {}
-    for n, index in enumerate(committed, 1):
+    for lo in range(0, len(leaves), PAYLOADS_PER_FETCH):
+        hi = min(lo + PAYLOADS_PER_FETCH, len(leaves))
+        if not any(committed[lo:hi]):
+            continue
         try:
-            entry = client.entry(index)
+            entries = client.entries(start + lo, start + hi, checkpoint=cp)
         except (AuthError, ForbiddenError) as e:
             return out, str(e)
-        payload, salt = entry["payload"], entry["salt"]
-        out[index] = None if payload is None or salt is None else (payload, salt)
-        progress("payloads", n, len(committed))
+        for entry in entries:
+            if entry["kind"] == "committed":
+                payload, salt = entry["payload"], entry["salt"]
+                out[entry["index"]] = None if payload is None or salt is None else (payload, salt)
+        progress("payloads", len(out), sum(committed))
     return out, None

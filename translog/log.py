@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from translog.ct import TreeHeadSigner
 from translog.errors import (
     MalformedError,
     PushbackError,
@@ -48,7 +49,7 @@ from translog.errors import (
 from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, inline_leaf, new_salts
 from translog.merkle import Frontier, leaf_hash, prove_consistency, prove_inclusion, tree_hash
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
-from translog.signing import NoteSigner, TreeHeadSigner, parse_vkey
+from translog.signing import NoteSigner, parse_vkey
 from translog.storage.base import (
     NewEntry,
     PromisedEntry,

@@ -28,7 +28,6 @@ that names the field. This module is pure (no aiohttp, no lmdb).
 
 from __future__ import annotations
 
-import binascii
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +35,8 @@ from typing import Any
 
 from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.errors import InvalidProofError, MalformedError, VerificationError
+from translog.jsonfields import Fields as _Fields
+from translog.jsonfields import encode_base64 as _b64
 from translog.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
 from translog.merkle import (
     HASH_SIZE,
@@ -46,12 +47,10 @@ from translog.merkle import (
     verify_inclusion,
     verify_range,
 )
-from translog.note import decode_base64
 from translog.signing import NoteSigner, open_note, parse_vkey, sign_note
 
 FORMAT = "translog-receipt/v1"
 PROMISE_FORMAT = "translog-promise/v1"
-_MAX_INT = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +156,6 @@ def build_receipt(
 # -- JSON ----------------------------------------------------------------------------------
 
 
-def _b64(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
-
-
 def _entry_json(e: ReceiptEntry) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "index": e.index,
@@ -188,85 +183,6 @@ def format_receipt(receipt: Receipt) -> dict[str, Any]:
         "entries": [_entry_json(e) for e in receipt.entries],
         "range_proof": {"start": rp.start, "end": rp.end, "nodes": [_b64(h) for h in rp.nodes]},
     }
-
-
-class _Fields:
-    """Strict typed access to one JSON object; every error names the field's path."""
-
-    def __init__(self, obj: object, path: str) -> None:
-        if not isinstance(obj, Mapping):
-            raise MalformedError(f"{path}: expected a JSON object")
-        self.obj = obj
-        self.path = path
-        self.seen: set[str] = set()
-
-    def value(self, name: str) -> object:
-        """The raw value of a required field."""
-        self.seen.add(name)
-        if name not in self.obj:
-            raise MalformedError(f"{self.path}.{name}: missing")
-        return self.obj[name]
-
-    def has(self, name: str) -> bool:
-        """Whether the optional field ``name`` is present."""
-        return name in self.obj
-
-    def get_int(self, name: str) -> int:
-        """A non-negative integer below 2^63."""
-        value = self.value(name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
-            raise MalformedError(f"{self.path}.{name}: expected an integer in [0, 2^63)")
-        return value
-
-    def get_bool(self, name: str) -> bool:
-        """A JSON boolean."""
-        value = self.value(name)
-        if not isinstance(value, bool):
-            raise MalformedError(f"{self.path}.{name}: expected true or false")
-        return value
-
-    def get_str(self, name: str) -> str:
-        """A JSON string."""
-        value = self.value(name)
-        if not isinstance(value, str):
-            raise MalformedError(f"{self.path}.{name}: expected a string")
-        return value
-
-    def get_bytes(self, name: str, size: int | None = None) -> bytes:
-        """Canonical base64, optionally of exactly ``size`` bytes."""
-        return _decode(self.value(name), f"{self.path}.{name}", size)
-
-    def get_hashes(self, name: str) -> tuple[bytes, ...]:
-        """A list of base64 hashes of 32 bytes."""
-        value = self.value(name)
-        if not isinstance(value, list):
-            raise MalformedError(f"{self.path}.{name}: expected a list")
-        return tuple(_decode(h, f"{self.path}.{name}[{i}]", HASH_SIZE) for i, h in enumerate(value))
-
-    def get_list(self, name: str) -> list[object]:
-        """A non-empty JSON list."""
-        value = self.value(name)
-        if not isinstance(value, list) or not value:
-            raise MalformedError(f"{self.path}.{name}: expected a non-empty list")
-        return value
-
-    def done(self) -> None:
-        """Reject fields that were not read."""
-        extra = sorted(str(k) for k in self.obj if k not in self.seen)
-        if extra:
-            raise MalformedError(f"{self.path}.{extra[0]}: unknown field")
-
-
-def _decode(value: object, path: str, size: int | None) -> bytes:
-    if not isinstance(value, str):
-        raise MalformedError(f"{path}: expected a base64 string")
-    try:
-        raw = decode_base64(value)
-    except MalformedError as e:
-        raise MalformedError(f"{path}: {e}") from e
-    if size is not None and len(raw) != size:
-        raise MalformedError(f"{path}: expected {size} bytes, got {len(raw)}")
-    return raw
 
 
 def _parse_format(f: _Fields, expected: str) -> None:

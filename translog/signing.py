@@ -1,4 +1,4 @@
-"""Keys, note signing and verification: Ed25519 notes, cosignature/v1, RFC 6962 tree heads.
+"""Ed25519 keys, note signing and verification: signed notes and cosignature/v1.
 
 Key and verifier types (c2sp.org/signed-note type bytes):
 
@@ -7,9 +7,9 @@ Key and verifier types (c2sp.org/signed-note type bytes):
   :class:`CosignatureSigner` and :class:`CosignatureVerifier`. A plain 0x01 key converts to
   a cosignature key (same Ed25519 key, key ID recomputed with type 0x04), as
   transparency-dev/formats does.
-* ``0x05`` RFC 6962 ``TreeHeadSignature`` note signatures (c2sp.org/tlog-checkpoint):
-  :class:`RFC6962Verifier`; :class:`TreeHeadSigner` holds the ECDSA P-256 key and also
-  produces the CT ``get-sth`` signature (PROTOCOLS §8).
+* ``0x05`` RFC 6962 ``TreeHeadSignature`` note signatures (c2sp.org/tlog-checkpoint) live in
+  :mod:`translog.ct` (:class:`~translog.ct.RFC6962Verifier`, :class:`~translog.ct.TreeHeadSigner`),
+  which builds on this module. Private key files are :mod:`translog.keyfile`.
 
 Every verifier class derives from :class:`NoteVerifier` and carries a ``key_type``, so
 :func:`open_note` takes any mix of them. :func:`parse_vkey` picks the class from the vkey's
@@ -23,25 +23,19 @@ private key material.
 from __future__ import annotations
 
 import base64
-import hashlib
-import os
-import stat
 import struct
 import time
 from collections.abc import Sequence
 from typing import ClassVar, NoReturn, Protocol, TypeVar
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from translog.errors import (
     ConfigError,
     InvalidSignatureError,
     MalformedError,
     UnknownKeyError,
-    VerificationError,
 )
 from translog.note import (
     KEY_TYPE_COSIGNATURE,
@@ -219,7 +213,8 @@ def parse_cosignature_timestamp(sig_bytes: bytes) -> int:
 class NoteVerifier:
     """A trusted public key for one key name. This base class verifies Ed25519 (0x01).
 
-    Subclasses: :class:`CosignatureVerifier` (0x04) and :class:`RFC6962Verifier` (0x05).
+    Subclasses: :class:`CosignatureVerifier` (0x04) and :class:`translog.ct.RFC6962Verifier`
+    (0x05).
     """
 
     KEY_TYPE: ClassVar[int] = KEY_TYPE_ED25519
@@ -328,46 +323,6 @@ class CosignatureVerifier(NoteVerifier):
         return _ed25519_ok(self._public, message, signature[8:])
 
 
-class RFC6962Verifier(NoteVerifier):
-    """Verifies RFC 6962 ``TreeHeadSignature`` note signatures (0x05) on a checkpoint.
-
-    The vkey carries the DER SubjectPublicKeyInfo of an ECDSA P-256 key (a translog choice:
-    no spec defines a 0x05 vkey); the key ID hashes the RFC 6962 log ID, per
-    c2sp.org/tlog-checkpoint. The note signature is ``u64 timestamp_ms || digitally-signed``.
-    """
-
-    KEY_TYPE: ClassVar[int] = KEY_TYPE_RFC6962
-    __slots__ = ()
-
-    @property
-    def log_id(self) -> bytes:
-        """The RFC 6962 log ID: SHA-256 of the public key DER."""
-        return hashlib.sha256(self._public).digest()
-
-    def _check_public_key(self, public_key: bytes) -> bytes:
-        _load_p256_public(public_key)
-        return bytes(public_key)
-
-    def _key_id_material(self) -> bytes:
-        return self.log_id
-
-    def _check(self, text: bytes, signature: bytes) -> bool:
-        from translog.checkpoint import parse_checkpoint  # checkpoint imports this module
-
-        try:
-            cp = parse_checkpoint(text.decode("utf-8"), origin=self._name)
-        except (UnicodeDecodeError, VerificationError, MalformedError):
-            return False
-        if cp.extensions or len(signature) < 8:
-            return False
-        (timestamp,) = _U64.unpack_from(signature)
-        try:
-            verify_tree_head(self._public, signature[8:], timestamp, cp.size, cp.root_hash)
-        except (MalformedError, VerificationError):
-            return False
-        return True
-
-
 def parse_vkey(vkey: str) -> NoteVerifier:
     """Parse a verifier key strictly and return the verifier class for its type byte.
 
@@ -375,20 +330,22 @@ def parse_vkey(vkey: str) -> NoteVerifier:
     base64, invalid names, unknown type bytes, wrong key lengths and mismatched key IDs.
     """
     name, type_byte, key = _parse_vkey_fields(vkey)
-    cls = _VERIFIER_TYPES.get(type_byte)
-    if cls is None:
-        raise MalformedError(f"vkey for {name}: unknown key type 0x{type_byte:02x}")
-    verifier = cls(name, key)
+    verifier = _verifier_class(name, type_byte)(name, key)
     if _vkey_id_hex(vkey) != verifier.key_id.hex():
         raise MalformedError(f"vkey for {name}: key id does not match the key")
     return verifier
 
 
-_VERIFIER_TYPES: dict[int, type[NoteVerifier]] = {
-    KEY_TYPE_ED25519: NoteVerifier,
-    KEY_TYPE_COSIGNATURE: CosignatureVerifier,
-    KEY_TYPE_RFC6962: RFC6962Verifier,
-}
+def _verifier_class(name: str, type_byte: int) -> type[NoteVerifier]:
+    if type_byte == KEY_TYPE_ED25519:
+        return NoteVerifier
+    if type_byte == KEY_TYPE_COSIGNATURE:
+        return CosignatureVerifier
+    if type_byte == KEY_TYPE_RFC6962:
+        from translog.ct import RFC6962Verifier  # translog.ct builds on this module
+
+        return RFC6962Verifier
+    raise MalformedError(f"vkey for {name}: unknown key type 0x{type_byte:02x}")
 
 
 # --------------------------------------------------------------------------- notes
@@ -441,227 +398,6 @@ def _index_verifiers(
         if other != v:
             raise ConfigError(f"two different verifier keys share name and id {v.label}")
     return known
-
-
-# ------------------------------------------------------------ RFC 6962 tree heads (PROTOCOLS §8)
-
-_TH_INPUT = struct.Struct(">BBQQ")
-_DS_HEADER = struct.Struct(">BBH")
-HASH_SHA256 = 4
-SIG_ECDSA = 3
-
-
-def tree_head_input(timestamp_ms: int, size: int, root_hash: bytes) -> bytes:
-    """The RFC 6962 ``TreeHeadSignature`` input: version 0, type 1 (tree_hash), ts, size, root."""
-    if not 0 <= timestamp_ms < 1 << 64 or not 0 <= size < 1 << 64:
-        raise MalformedError(f"tree head timestamp {timestamp_ms} or size {size} out of range")
-    if len(root_hash) != 32:
-        raise MalformedError(f"tree head root must be 32 bytes, got {len(root_hash)}")
-    return _TH_INPUT.pack(0, 1, timestamp_ms, size) + root_hash
-
-
-class TreeHeadSigner:
-    """An ECDSA P-256 key that signs RFC 6962 tree heads (``get-sth``)."""
-
-    __slots__ = ("_key",)
-
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
-        if not isinstance(private_key.curve, ec.SECP256R1):
-            raise ConfigError(f"tree head key must be P-256, got {private_key.curve.name}")
-        self._key = private_key
-
-    @classmethod
-    def generate(cls) -> TreeHeadSigner:
-        """Create a signer with a fresh P-256 key."""
-        return cls(ec.generate_private_key(ec.SECP256R1()))
-
-    @classmethod
-    def from_pem(cls, data: bytes) -> TreeHeadSigner:
-        """Load an unencrypted PEM private key (PKCS8 or SEC1) that must be P-256."""
-        try:
-            key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-            raise ConfigError("tree head key is not an unencrypted pem private key") from e
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ConfigError("tree head key is not an ecdsa key")
-        return cls(key)
-
-    def private_pem(self) -> bytes:
-        """The private key as unencrypted PKCS8 PEM. Secret: write it only to a 0600 file."""
-        return self._key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    def public_pem(self) -> bytes:
-        """The public key as SubjectPublicKeyInfo PEM."""
-        return self._key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-    def public_der(self) -> bytes:
-        """The public key as SubjectPublicKeyInfo DER."""
-        return self._key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-    @property
-    def log_id(self) -> bytes:
-        """The RFC 6962 log ID: SHA-256 of the public key DER."""
-        return hashlib.sha256(self.public_der()).digest()
-
-    def sign_tree_head(self, timestamp_ms: int, size: int, root_hash: bytes) -> bytes:
-        """Sign a tree head; return the TLS ``digitally-signed`` encoding (hash 4, sig 3)."""
-        message = tree_head_input(timestamp_ms, size, root_hash)
-        der = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
-        return _DS_HEADER.pack(HASH_SHA256, SIG_ECDSA, len(der)) + der
-
-    def verifier(self, name: str) -> RFC6962Verifier:
-        """The 0x05 note verifier for this key under the log's name (its origin)."""
-        return RFC6962Verifier(name, self.public_der())
-
-    def note_signature(
-        self, name: str, timestamp_ms: int, size: int, root_hash: bytes
-    ) -> NoteSignature:
-        """A 0x05 checkpoint signature line: ``u64 timestamp_ms || digitally-signed``."""
-        raw = _U64.pack(timestamp_ms) + self.sign_tree_head(timestamp_ms, size, root_hash)
-        return NoteSignature(name, self.verifier(name).key_id, raw)
-
-    def __repr__(self) -> str:
-        return f"TreeHeadSigner(log_id={self.log_id.hex()!r})"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("TreeHeadSigner cannot be pickled")
-
-
-def parse_tree_head_signature(signature: bytes) -> bytes:
-    """Parse a TLS ``digitally-signed`` struct strictly; return the DER ECDSA signature.
-
-    Requires hash algorithm 4 (SHA-256), signature algorithm 3 (ECDSA), a length that
-    matches exactly and a DER ``ECDSA-Sig-Value``.
-    """
-    if len(signature) < _DS_HEADER.size:
-        raise MalformedError(f"tree head signature is {len(signature)} bytes, too short")
-    hash_alg, sig_alg, length = _DS_HEADER.unpack_from(signature)
-    if hash_alg != HASH_SHA256 or sig_alg != SIG_ECDSA:
-        raise MalformedError(f"tree head signature uses hash {hash_alg} sig {sig_alg}, want 4/3")
-    der = signature[_DS_HEADER.size :]
-    if len(der) != length:
-        raise MalformedError(f"tree head signature length is {length}, got {len(der)} bytes")
-    try:
-        decode_dss_signature(der)  # strict DER: rejects BER forms and trailing bytes
-    except ValueError as e:
-        raise MalformedError("tree head signature is not a der ecdsa signature") from e
-    return der
-
-
-def verify_tree_head(
-    public_key: bytes, signature: bytes, timestamp_ms: int, size: int, root_hash: bytes
-) -> None:
-    """Verify a TLS-encoded RFC 6962 tree head signature with a P-256 key (PEM or DER)."""
-    key = _load_p256_public(public_key)
-    der = parse_tree_head_signature(signature)
-    message = tree_head_input(timestamp_ms, size, root_hash)
-    try:
-        key.verify(der, message, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature as e:
-        raise InvalidSignatureError(
-            f"invalid tree head signature for size {size} at {timestamp_ms}"
-        ) from e
-
-
-def _load_p256_public(data: bytes) -> ec.EllipticCurvePublicKey:
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(data)
-        else:
-            key = serialization.load_der_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
-        raise MalformedError("public key is not a pem or der subjectpublickeyinfo") from e
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise MalformedError("public key is not an ecdsa p-256 key")
-    return key
-
-
-# ---------------------------------------------------------------------------- key files
-
-
-def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
-    """Create ``path`` with mode 0600, write ``data`` and fsync; never overwrite.
-
-    Raises :class:`ConfigError` if the file exists. On a write failure the partial file is
-    removed.
-    """
-    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError as e:
-        raise ConfigError(f"refusing to overwrite existing key file {os.fspath(path)}") from e
-    except OSError as e:
-        raise ConfigError(f"cannot create key file {os.fspath(path)}: {e.strerror}") from e
-    try:
-        os.fchmod(fd, 0o600)  # the umask cannot widen it, but make it exact
-        _write_all(fd, data)
-        os.fsync(fd)
-    except OSError as e:
-        os.close(fd)
-        os.unlink(path)
-        raise ConfigError(f"cannot write key file {os.fspath(path)}: {e.strerror}") from e
-    os.close(fd)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def read_private_file(path: str | os.PathLike[str]) -> bytes:
-    """Read a private key file, refusing one that group or others can access."""
-    shown = os.fspath(path)
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)  # a fifo must not hang
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError as e:
-        raise ConfigError(f"private key {shown} does not exist") from e
-    except OSError as e:
-        raise ConfigError(f"cannot open private key {shown}: {e.strerror}") from e
-    try:
-        _check_key_mode(shown, os.fstat(fd))  # fstat the open file: no check-then-open race
-    except ConfigError:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
-
-
-def _check_key_mode(shown: str, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"private key {shown} is not a regular file")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        what = "readable" if mode & 0o044 else "accessible"
-        raise ConfigError(
-            f"private key {shown} is {what} by group or others (mode {mode:04o}); "
-            f"run chmod 600 {shown}"
-        )
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open directories; the file itself is synced
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------ key text

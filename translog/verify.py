@@ -41,6 +41,7 @@ from translog.bundle import (
 )
 from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.errors import ConfigError, MalformedError, VerificationError
+from translog.jsonfields import Fields, encode_base64
 from translog.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
 from translog.merkle import HASH_SIZE, leaf_hash
 from translog.note import parse_note
@@ -48,7 +49,7 @@ from translog.policy import WitnessPolicy
 from translog.proof import HEADER as PROOF_HEADER
 from translog.proof import parse_proof, verify_proof
 from translog.receipt import FORMAT as RECEIPT_FORMAT
-from translog.receipt import PROMISE_FORMAT, Receipt, _b64, _Fields, parse_promise, parse_receipt
+from translog.receipt import PROMISE_FORMAT, Receipt, parse_promise, parse_receipt
 from translog.receipt import verify_promise as _verify_promise
 from translog.receipt import verify_receipt as _verify_receipt
 from translog.signing import NoteVerifier, parse_vkey
@@ -81,7 +82,7 @@ class VerifyResult:
             when = _span(self.timestamps)
             out.append(f"  entries: {_ranges(self.indexes)} ({len(self.indexes)}), {when}")
         if self.size is not None and self.root_hash is not None:
-            out.append(f"  checkpoint: size {self.size}, root {_b64(self.root_hash)}")
+            out.append(f"  checkpoint: size {self.size}, root {encode_base64(self.root_hash)}")
         if self.cosigners:
             out.append(f"  cosigned by: {', '.join(sorted(self.cosigners))}")
         if self.payloads_checked and self.bundle is None:
@@ -346,12 +347,13 @@ def _promise(
             verify_payload(promise.leaf, payload, promise.salt)
         except VerificationError as e:
             raise VerificationError(f"promise: {e}") from e
+    leaf = encode_base64(promise.leaf_hash)
     return VerifyResult(
         "promise",
         v.name,
         timestamps=(promise.timestamp_ms,),
         payloads_checked=int(payload is not None),
-        notes=(f"promise: leaf {_b64(promise.leaf_hash)} merged by {iso_ms(promise.deadline_ms)}",),
+        notes=(f"promise: leaf {leaf} merged by {iso_ms(promise.deadline_ms)}",),
     )
 
 
@@ -455,16 +457,16 @@ def format_entry(
         "format": ENTRY_FORMAT,
         "origin": origin,
         "index": index,
-        "leaf": _b64(leaf),
-        "leaf_hash": _b64(leaf_hash(leaf)),
+        "leaf": encode_base64(leaf),
+        "leaf_hash": encode_base64(leaf_hash(leaf)),
         "timestamp": decoded.timestamp_ms,
         "kind": "inline" if decoded.kind == KIND_INLINE else "committed",
         "payload_status": payload_status,
     }
     if payload is not None:
-        obj["payload"] = _b64(payload)
+        obj["payload"] = encode_base64(payload)
     if salt is not None:
-        obj["salt"] = _b64(salt)
+        obj["salt"] = encode_base64(salt)
     return obj
 
 
@@ -476,7 +478,7 @@ def _check_entry_file(
         obj = json.loads(data)
     except (ValueError, RecursionError) as e:
         raise MalformedError(f"entry file: not JSON ({e})") from e
-    f = _Fields(obj, "entry")
+    f = Fields(obj, "entry")
     fmt = f.get_str("format")
     if fmt != ENTRY_FORMAT:
         raise MalformedError(f"entry.format: expected {ENTRY_FORMAT!r}, got {fmt[:40]!r}")

@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from translog.config import Config, LogSection, PublisherSection, ServerSection
+from translog.ct import TreeHeadSigner
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.log import Log
-from translog.signing import NoteSigner, TreeHeadSigner
+from translog.signing import NoteSigner
 from translog.storage.memory import MemoryStorage
 from translog.tokens import TokenStore
 

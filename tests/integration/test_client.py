@@ -267,6 +267,95 @@ async def test_prove_waits_for_a_checkpoint_covering_a_fresh_entry(
         await ts.close()
 
 
+def request_counter() -> tuple[Any, dict[str, int]]:
+    """A middleware counting requests per first path segment (``entries``, ``tile``, ...)."""
+    counts: dict[str, int] = {}
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.path.strip("/").split("/")[0]
+        counts[key] = counts.get(key, 0) + 1
+        return await handler(request)
+
+    return count, counts
+
+
+async def test_entries_reads_a_verified_range_with_payloads(
+    servers: Servers, signer: NoteSigner
+) -> None:
+    count, counts = request_counter()
+    env = await servers.start(middlewares=[count])
+    await env.fill(250)  # inline; the range below crosses into the second bundle
+    committed = [f"secret {i}".encode() for i in range(20)]
+    await env.log.submit(committed, committed=True)
+    await env.log.publish()
+    assert env.log.storage.erase_payload(260)
+    async with client_for(env, signer, None) as client:
+        cp = await client.checkpoint()
+        counts.clear()
+        entries = await client.entries(240, 270, checkpoint=cp)
+        assert counts.get("checkpoint", 0) == 0  # no per-entry checkpoint fetch or proof
+        assert counts["entries"] == 20  # only the committed entries are read
+        singles = [await client.entry(i) for i in (245, 255, 260)]
+        assert await client.entries(7, 7, checkpoint=cp) == []
+        with pytest.raises(MalformedError, match="outside the checkpoint of size 270"):
+            await client.entries(260, 271, checkpoint=cp)
+    assert [e["index"] for e in entries] == list(range(240, 270))
+    assert [e["leaf"] for e in entries] == [e.leaf for e in env.log.entries(240, 270)]
+    assert entries[5] == singles[0] and entries[15] == singles[1] and entries[20] == singles[2]
+    assert entries[0]["kind"] == "inline" and entries[0]["payload"] == b"e240"
+    assert entries[0]["salt"] is None and entries[0]["erased"] is False
+    assert entries[10]["kind"] == "committed" and entries[10]["payload"] == b"secret 0"
+    assert entries[10]["salt"] == env.log.entries(250, 251)[0].salt
+    assert entries[20]["payload"] is None and entries[20]["erased"] is True
+
+
+async def test_entries_rejects_an_answer_for_another_leaf_and_a_refused_token(
+    servers: Servers, signer: NoteSigner
+) -> None:
+    @web.middleware
+    async def swap(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resp = await handler(request)
+        if request.path == "/entries/3":  # entry 4's answer, self-consistent, as entry 3's
+            assert isinstance(resp, web.Response) and isinstance(resp.body, bytes)
+            other = request.app[LOG].entries(4, 5)[0]
+            body = json.loads(resp.body)
+            body["leaf"] = base64.b64encode(other.leaf).decode()
+            body["leaf_hash"] = base64.b64encode(leaf_hash(other.leaf)).decode()
+            body["timestamp"] = decode_leaf(other.leaf).timestamp_ms
+            body["payload"] = base64.b64encode(other.payload or b"").decode()
+            body["salt"] = base64.b64encode(other.salt or b"").decode()
+            resp.body = json.dumps(body).encode()
+        return resp
+
+    env = await servers.start(middlewares=[swap])
+    await env.log.submit([f"c{i}".encode() for i in range(6)], committed=True)
+    await env.log.publish()
+    async with client_for(env, signer, None) as client:
+        with pytest.raises(VerificationError, match="entry 3: the log's answer holds another leaf"):
+            await client.entries(0, 6)
+    async with LogClient(env.url, signer.vkey) as anonymous:  # no read token
+        with pytest.raises(AuthError, match="http 401"):
+            await anonymous.entries(0, 2)
+        assert len(await anonymous.leaves(0, 6)) == 6
+
+
+async def test_prove_beyond_the_durable_size_fails_fast(signer: NoteSigner) -> None:
+    app, token = build_app(signer, interval_ms=60_000)
+    ts = TestServer(app, host="127.0.0.1")
+    await ts.start_server()
+    try:
+        url = str(ts.make_url("")).rstrip("/")
+        async with LogClient(url, signer.vkey, token=token) as client:
+            await client.submit(b"durable, never published")
+            started = time.monotonic()
+            with pytest.raises(NotFoundError, match="entry 5 is not in the latest checkpoint"):
+                await client.prove(5)
+            assert time.monotonic() - started < 2.0  # PUBLISH_WAIT is 10 s
+    finally:
+        await ts.close()
+
+
 # ------------------------------------------------------------------ rollback and forks
 
 
@@ -399,6 +488,60 @@ async def test_edited_state_file_is_refused(
     async with client_for(env, signer, state) as client:
         with pytest.raises(VerificationError, match="differ from the signed note"):
             await client.checkpoint()
+
+
+async def test_check_consistent_proves_a_held_checkpoint_without_the_state(
+    servers: Servers, signer: NoteSigner, state: Path
+) -> None:
+    env = await servers.start()
+    await env.fill(5)
+    old = env.log.published.note  # type: ignore[union-attr]
+    await env.fill(300, "more")
+    async with client_for(env, signer, state) as client:
+        current = await client.check_consistent(old)
+        assert current.size == 305 and current.note == env.log.published.note  # type: ignore[union-attr]
+        assert (await client.check_consistent(current.note)).size == 305
+        assert not state.exists()  # neither read nor written
+        receipt = await client.submit(b"newer than the published checkpoint")
+        assert (await client.check_consistent(receipt.checkpoint)).size == 305
+
+
+async def test_check_consistent_detects_forks_and_rollbacks(
+    servers: Servers, signer: NoteSigner
+) -> None:
+    a, b = await servers.start(), await servers.start()
+    await a.fill(5, "a")
+    await b.fill(8, "b")
+    forked = a.log.published.note  # type: ignore[union-attr]
+    bigger = sign_checkpoint(Checkpoint(signer.name, 100, bytes(range(32))), signer)
+    async with client_for(b, signer, None) as client:
+        with pytest.raises(InconsistencyError, match="forked") as fork:
+            await client.check_consistent(forked)
+        with pytest.raises(InconsistencyError, match="rollback") as rollback:
+            await client.check_consistent(bigger)
+    assert fork.value.older == forked and fork.value.newer == b.log.published.note  # type: ignore[union-attr]
+    assert fork.value.proof == list(prove_consistency(5, 8, b.log.storage))
+    assert rollback.value.older == bigger
+
+
+async def test_check_consistent_verifies_the_note(servers: Servers, signer: NoteSigner) -> None:
+    witness = CosignatureSigner.generate("witness.example/w1")
+    policy = parse_policy(f"log {signer.vkey}\nwitness w1 {witness.vkey}\nquorum w1\n")
+    env = await servers.start()
+    await env.fill(3)
+    note = env.log.published.note  # type: ignore[union-attr]
+    other = NoteSigner.generate(signer.name)
+    async with client_for(env, signer, None) as client:
+        with pytest.raises(VerificationError, match="no signature by log key"):
+            await client.check_consistent(
+                sign_checkpoint(Checkpoint(signer.name, 3, b"x" * 32), other)
+            )
+        with pytest.raises(MalformedError) as malformed:
+            await client.check_consistent(b"not a checkpoint")
+        assert not isinstance(malformed.value, VerificationError)
+    async with client_for(env, signer, None, policy=policy) as client:
+        with pytest.raises(VerificationError, match="witness policy not satisfied"):
+            await client.check_consistent(note)
 
 
 # ------------------------------------------------------------------ tampering servers
@@ -604,7 +747,12 @@ async def test_sync_client_works_inside_a_running_event_loop(
             batch = client.submit_batch([b"one", b"two"])
             proof = client.prove(batch.entries[1].index)
             cp = client.checkpoint()
+            assert client.check_consistent(receipt.checkpoint).size == cp.size
+            assert (client.origin, client.vkey) == (signer.name, signer.vkey)
+        with SyncLogClient(server.url, signer.vkey, read_token=token) as reader:
+            entries = reader.entries(0, 3, checkpoint=cp)
         assert receipt.entries[0].index == 0 and cp.size >= 3
+        assert [e["payload"] for e in entries] == [b"from sync code", b"one", b"two"]
         verify_proof(proof, parse_vkey(signer.vkey))
         assert os.path.exists(state)
     finally:

@@ -16,11 +16,12 @@ from aiohttp.test_utils import make_mocked_request
 
 import translog.log
 from tests.integration.test_read import ClientFactory, Env, checkpoint, grow, start, unb64
+from translog.ct import verify_tree_head
 from translog.errors import PushbackError, SequencerFatalError
 from translog.http.keys import METRICS
 from translog.http.ops import AccessLogger, health_problems, render_log_metrics
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
-from translog.signing import parse_vkey, verify_tree_head
+from translog.signing import parse_vkey
 from translog.storage.memory import MemoryStorage
 
 # ----------------------------------------------------------------------------------- index

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from tests.vectors import load_json
 from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.config import Config, LogSection, PublisherSection, ServerSection
+from translog.ct import TreeHeadSigner, verify_tree_head
 from translog.http.app import make_app
 from translog.http.keys import LOG, TOKENS
 from translog.http.read import MAX_GET_ENTRIES, accepts_gzip
@@ -39,7 +40,7 @@ from translog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from translog.signing import NoteSigner, TreeHeadSigner, parse_vkey, verify_tree_head
+from translog.signing import NoteSigner, parse_vkey
 from translog.storage.base import Storage
 from translog.storage.lmdb import LMDBStorage
 from translog.storage.memory import MemoryStorage

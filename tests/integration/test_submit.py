@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from translog.config import Config, LogSection, PublisherSection, SequencerSection, ServerSection
+from translog.ct import TreeHeadSigner
 from translog.errors import StorageFullError
 from translog.http.app import make_app
 from translog.http.keys import LOG, METRICS
@@ -34,7 +35,7 @@ from translog.merkle import (
 )
 from translog.metrics import Metrics
 from translog.receipt import parse_receipt, verify_promise, verify_receipt
-from translog.signing import NoteSigner, TreeHeadSigner
+from translog.signing import NoteSigner
 from translog.storage.memory import MemoryStorage
 from translog.tokens import TokenStore
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from translog.checkpoint import Checkpoint, sign_checkpoint
-from translog.signing import NoteSigner, read_private_file
+from translog.keyfile import read_private_file
+from translog.signing import NoteSigner
 from translog.verify import iso_ms
 
 pytestmark = pytest.mark.system

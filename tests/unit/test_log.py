@@ -10,6 +10,7 @@ import pytest
 
 import translog.log as logmod
 from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from translog.ct import TreeHeadSigner, verify_tree_head
 from translog.errors import (
     PushbackError,
     SequencerFatalError,
@@ -20,7 +21,7 @@ from translog.fsck import fsck
 from translog.leaf import decode_leaf
 from translog.log import Log, LogOptions
 from translog.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
-from translog.signing import NoteSigner, TreeHeadSigner, parse_vkey, verify_tree_head
+from translog.signing import NoteSigner, parse_vkey
 from translog.storage.base import StoredCheckpoint
 from translog.storage.lmdb import LMDBStorage
 from translog.storage.memory import MemoryStorage

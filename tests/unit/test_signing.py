@@ -16,28 +16,29 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tests.vectors import load_json
 from translog.checkpoint import Checkpoint, format_checkpoint, open_checkpoint, sign_checkpoint
+from translog.ct import (
+    RFC6962Verifier,
+    TreeHeadSigner,
+    parse_tree_head_signature,
+    tree_head_input,
+    verify_tree_head,
+)
 from translog.errors import (
     ConfigError,
     InvalidSignatureError,
     MalformedError,
     UnknownKeyError,
 )
+from translog.keyfile import read_private_file, write_private_file
 from translog.note import KEY_TYPE_RFC6962, NoteSignature, key_id
 from translog.signing import (
     CosignatureSigner,
     CosignatureVerifier,
     NoteSigner,
     NoteVerifier,
-    RFC6962Verifier,
-    TreeHeadSigner,
     open_note,
-    parse_tree_head_signature,
     parse_vkey,
-    read_private_file,
     sign_note,
-    tree_head_input,
-    verify_tree_head,
-    write_private_file,
 )
 
 STH = load_json("golang-mod-sumdb/argon2020/sth.json")

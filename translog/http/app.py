@@ -24,12 +24,13 @@ from pathlib import Path
 from aiohttp import web
 
 from translog.config import Config
+from translog.ct import TreeHeadSigner
 from translog.errors import ConfigError
 from translog.http import keys, ops, read, submit
 from translog.http.errors import error_middleware
 from translog.log import Log, LogOptions
 from translog.metrics import Metrics
-from translog.signing import NoteSigner, TreeHeadSigner
+from translog.signing import NoteSigner
 from translog.storage.base import Storage
 from translog.tokens import TokenStore
 
