@@ -98,7 +98,7 @@ class SignedCheckpoint:
         return self.checkpoint.root_hash
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per entry on the hot path; treat as immutable
 class Appended:
     """The outcome of one submission, known only once it is durable."""
 
@@ -113,7 +113,7 @@ class Appended:
     """True when an idempotency key matched an earlier entry; the fields are the earlier ones."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per entry on the hot path; treat as immutable
 class Accepted:
     """A submission in the pool: its leaf is fixed, its index is not yet known."""
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per entry on the hot path; treat as immutable
 class NewEntry:
     """One entry to store: the leaf bytes, and for committed leaves the salt and payload."""
 
