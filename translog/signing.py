@@ -79,7 +79,36 @@ class Signer(Protocol):
 _S = TypeVar("_S", bound="_Ed25519Signer")
 
 
-class _Ed25519Signer:
+class _KeyIdentity:
+    """What names a key, shared by signers and verifiers: name, key ID, public key, vkey."""
+
+    KEY_TYPE: ClassVar[int]
+    _name: str
+    _key_id: bytes
+    _public: bytes
+
+    @property
+    def name(self) -> str:
+        """The key name."""
+        return self._name
+
+    @property
+    def key_id(self) -> bytes:
+        """The 4-byte key ID for this key type."""
+        return self._key_id
+
+    @property
+    def public_key(self) -> bytes:
+        """The public key bytes as they appear in the vkey (after the type byte)."""
+        return self._public
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key text ``<name>+<hex id>+<base64(type || public key)>``."""
+        return _format_key(self._name, self._key_id, self.KEY_TYPE, self._public)
+
+
+class _Ed25519Signer(_KeyIdentity):
     """An Ed25519 private key with a key name; the subclass fixes the key type byte."""
 
     KEY_TYPE: ClassVar[int] = KEY_TYPE_ED25519
@@ -112,26 +141,6 @@ class _Ed25519Signer:
     @classmethod
     def _accepted_skey_types(cls) -> tuple[int, ...]:
         return (KEY_TYPE_ED25519,)
-
-    @property
-    def name(self) -> str:
-        """The key name."""
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        """The 4-byte key ID for this key type."""
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 public key."""
-        return self._public
-
-    @property
-    def vkey(self) -> str:
-        """The verifier key text ``<name>+<hex id>+<base64(type || public key)>``."""
-        return _format_key(self._name, self._key_id, self.KEY_TYPE, self._public)
 
     @property
     def skey(self) -> str:
@@ -210,7 +219,7 @@ def parse_cosignature_timestamp(sig_bytes: bytes) -> int:
 # ------------------------------------------------------------------------------- verifiers
 
 
-class NoteVerifier:
+class NoteVerifier(_KeyIdentity):
     """A trusted public key for one key name. This base class verifies Ed25519 (0x01).
 
     Subclasses: :class:`CosignatureVerifier` (0x04) and :class:`translog.ct.RFC6962Verifier`
@@ -227,29 +236,9 @@ class NoteVerifier:
         self._key_id = key_id(name, self.KEY_TYPE, self._key_id_material())
 
     @property
-    def name(self) -> str:
-        """The key name."""
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        """The 4-byte key ID."""
-        return self._key_id
-
-    @property
     def key_type(self) -> int:
         """The signature type byte (0x01, 0x04 or 0x05)."""
         return self.KEY_TYPE
-
-    @property
-    def public_key(self) -> bytes:
-        """The public key bytes as they appear in the vkey (after the type byte)."""
-        return self._public
-
-    @property
-    def vkey(self) -> str:
-        """The verifier key text."""
-        return _format_key(self._name, self._key_id, self.KEY_TYPE, self._public)
 
     @property
     def label(self) -> str:
