@@ -24,11 +24,13 @@ from translog.ct import TreeHeadSigner
 from translog.errors import StorageFullError
 from translog.http.app import make_app
 from translog.http.keys import LOG, METRICS
-from translog.http.submit import STATE, scope_key
+from translog.http.submit import STATE, ProofNodes, scope_key
 from translog.leaf import KIND_COMMITTED, KIND_INLINE, MAX_INLINE_PAYLOAD, decode_leaf
 from translog.log import Log
 from translog.merkle import (
+    MemoryHashes,
     inclusion_proofs_from_range,
+    leaf_hash,
     prove_inclusion,
     tree_hash,
     verify_inclusion,
@@ -713,3 +715,14 @@ async def test_metrics_count_submissions_and_rejections(env: Env) -> None:
     assert 'translog_submissions_rejected_total{reason="forbidden"} 1' in text
     assert env.tokens["alice"] not in text
     await wait_for_watchers(env)
+
+
+# -- receipt proof nodes ---------------------------------------------------------------------
+
+
+def test_proof_nodes_serve_what_the_storage_holds_across_evictions() -> None:
+    tree = MemoryHashes(leaf_hash(b"%d" % i) for i in range(300))
+    nodes = ProofNodes(tree, limit=8)  # tiny, so it is emptied between and within proofs
+    for size in (1, 2, 7, 64, 255, 300):
+        for index in range(0, size, 3):
+            assert prove_inclusion(index, size, nodes) == prove_inclusion(index, size, tree)

@@ -58,6 +58,7 @@ from translog.http.errors import RateLimitedError, UnsupportedMediaTypeError, st
 from translog.http.keys import CONFIG, LOG, METRICS
 from translog.leaf import MAX_INLINE_PAYLOAD
 from translog.log import Accepted, Appended, Log, SignedCheckpoint, now_ms
+from translog.merkle import HashReader
 from translog.metrics import LATENCY_BUCKETS, Metrics
 from translog.receipt import (
     Promise,
@@ -135,6 +136,8 @@ class SubmitState:
         self.inflight: dict[bytes, tuple[Accepted, _Future]] = {}
         """Idempotency digest → the first in-flight entry with it (FIFO: it is the one kept)."""
         self.watchers: set[asyncio.Task[None]] = set()
+        self.proof_nodes: ProofNodes | None = None
+        """Receipt proofs read through this (made on first use, over the log's storage)."""
 
     def limit(self, token: TokenInfo, n: int) -> None:
         """Charge ``n`` entries to the token's rate; RateLimitedError (429) when over it."""
@@ -173,6 +176,34 @@ class SubmitState:
             return _Prior(entry.leaf, entry.salt, None)
         hit = self.inflight.get(digest)
         return None if hit is None else _Prior(hit[0].leaf, hit[0].salt, hit[1])
+
+
+class ProofNodes:
+    """Tree nodes read for receipts, kept in memory in front of the storage.
+
+    Proofs ask only for complete subtrees (the ``HashReader`` contract), and a complete
+    subtree's hash never changes in an append-only tree, so a node read once stays valid.
+    The receipts of one batch share most of their audit paths: the batch's own nodes at the
+    right edge of the tree (which storage keeps in partial chunks and reads again for every
+    proof) and the same few upper nodes. Bounded: emptied once it holds ``limit`` nodes.
+    """
+
+    __slots__ = ("_limit", "_nodes", "_reader")
+
+    def __init__(self, reader: HashReader, limit: int = 1 << 15) -> None:
+        self._reader = reader
+        self._limit = limit
+        self._nodes: dict[tuple[int, int], bytes] = {}
+
+    def read_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The hashes of ``nodes``, reading only those not kept yet (one storage read)."""
+        kept = self._nodes
+        if len(kept) >= self._limit:
+            kept.clear()
+        missing = [n for n in nodes if n not in kept]
+        if missing:
+            kept.update(zip(missing, self._reader.read_hashes(missing), strict=True))
+        return [kept[n] for n in nodes]
 
 
 STATE = web.AppKey("translog.submit", SubmitState)
@@ -522,7 +553,10 @@ async def _receipt(
         ReceiptEntry(a.index, a.leaf, a.leaf_hash, a.timestamp_ms, a.salt, a.duplicate)
         for a in appended
     ]
-    receipt = build_receipt(signed.note, signed.size, entries, log.storage, batch=batch)
+    state = app[STATE]
+    if state.proof_nodes is None:
+        state.proof_nodes = ProofNodes(log.storage)
+    receipt = build_receipt(signed.note, signed.size, entries, state.proof_nodes, batch=batch)
     return format_receipt(receipt)
 
 
@@ -650,10 +684,14 @@ async def _check_promises(metrics: Metrics, fut: _Future, promises: list[Promise
             )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""What ``json.dumps(..., separators=(",", ":"))`` uses, made once instead of per call."""
+
+
 def _json(body: dict[str, Any], status: int) -> web.Response:
     """A compact JSON response that no cache keeps (receipts carry salts)."""
     return web.Response(
         status=status,
-        body=json.dumps(body, separators=(",", ":")).encode("utf-8"),
+        body=_ENCODER.encode(body).encode("utf-8"),
         headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
     )

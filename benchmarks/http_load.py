@@ -1,0 +1,268 @@
+"""A small HTTP/1.1 load generator for benchmarks/bench_http.py, run as its own process.
+
+``python -m benchmarks.http_load SPEC.json`` prints one JSON line with the results. The spec::
+
+    {"port": 8080, "method": "POST", "paths": ["/add"], "headers": {"Authorization": "..."},
+     "body_file": "body.bin" | null, "mode": "closed" | "open", "duration": 10,
+     "connections": 64,            # closed loop: each connection sends, waits, sends again
+     "rate": 2000,                 # open loop: requests per second on a fixed schedule
+     "max_connections": 1024,      # open loop: cap on connections opened on demand
+     "seed": 1}
+
+* **closed**: ``connections`` keep-alive connections, each sending its next request as soon as
+  the previous answer is complete, until ``duration`` seconds have passed. Latency is from
+  writing the request to reading the whole response.
+* **open**: request *i* is due at ``start + i / rate`` whatever happened before it (no
+  coordinated omission); it goes out on an idle keep-alive connection, or a new one. Latency is
+  from the *due* time to the whole response, so a generator or server that falls behind shows
+  up in the latency; ``lag_p99_ms`` says how late the generator itself sent requests.
+
+It speaks just enough HTTP/1.1 for this (``Content-Length`` framed responses, keep-alive), on
+plain asyncio protocols (uvloop when installed), so that one process can drive tens of
+thousands of requests per second. The whole run is bounded by ``duration`` plus a 10-second
+drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+_DRAIN = 10.0
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.need = -1
+        self.status = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError(f"connection lost: {exc}"))
+        self.waiter = None
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is None:
+            return
+        if self.need < 0:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end]).lower()
+            self.status = int(head[9:12])
+            at = head.find(b"\r\ncontent-length:")
+            if at < 0:
+                self.waiter.set_exception(ValueError("response without Content-Length"))
+                self.waiter = None
+                return
+            line_end = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17 : line_end if line_end > 0 else len(head)])
+            self.need = end + 4 + length
+        if len(self.buf) >= self.need:
+            del self.buf[: self.need]
+            self.need = -1
+            waiter, self.waiter = self.waiter, None
+            waiter.set_result(self.status)
+
+    def send(self, request: bytes) -> asyncio.Future[int]:
+        """Write ``request``; the future resolves with the response status."""
+        if self.transport is None:
+            raise ConnectionError("connection closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.waiter
+
+
+async def _connect(port: int) -> _Conn:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(_Conn, "127.0.0.1", port)
+    return conn
+
+
+def build_requests(spec: dict[str, Any]) -> list[bytes]:
+    """The raw requests of ``spec``: one per path."""
+    body = Path(spec["body_file"]).read_bytes() if spec.get("body_file") else b""
+    head_lines = [f"Host: 127.0.0.1:{spec['port']}"]
+    head_lines += [f"{k}: {v}" for k, v in spec.get("headers", {}).items()]
+    if body or spec["method"] == "POST":
+        head_lines.append(f"Content-Length: {len(body)}")
+    head = "\r\n".join(head_lines)
+    return [
+        f"{spec['method']} {p} HTTP/1.1\r\n{head}\r\n\r\n".encode() + body for p in spec["paths"]
+    ]
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.ok = 0
+        self.non_2xx = 0
+        self.errors = 0
+        self.lags: list[float] = []
+
+    def status(self, status: int, latency: float) -> None:
+        self.latencies.append(latency)
+        if 200 <= status < 300:
+            self.ok += 1
+        else:
+            self.non_2xx += 1
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+async def closed_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally) -> float:
+    """``connections`` workers, each one request at a time, for ``duration`` seconds."""
+    conns = await asyncio.gather(*(_connect(spec["port"]) for _ in range(spec["connections"])))
+    rng = random.Random(spec.get("seed", 1))
+    clock = time.perf_counter  # uvloop's loop.time() has only millisecond resolution
+    started = clock()
+    deadline = started + spec["duration"]
+
+    async def worker(conn: _Conn) -> None:
+        while clock() < deadline:
+            request = requests[rng.randrange(len(requests))] if len(requests) > 1 else requests[0]
+            sent = clock()
+            try:
+                status = await asyncio.wait_for(conn.send(request), _DRAIN)
+            except (ConnectionError, ValueError, TimeoutError):
+                tally.errors += 1
+                if conn.transport is not None:
+                    conn.transport.close()
+                conn = await _connect(spec["port"])
+                continue
+            tally.status(status, clock() - sent)
+
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = clock() - started
+    for c in conns:
+        if c.transport is not None:
+            c.transport.close()
+    return elapsed
+
+
+async def open_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally) -> float:
+    """Requests due at a fixed rate, sent on idle connections (opened on demand)."""
+    clock = time.perf_counter  # uvloop's loop.time() has only millisecond resolution
+    rate = float(spec["rate"])
+    total = int(rate * spec["duration"])
+    cap = int(spec.get("max_connections", 1024))
+    rng = random.Random(spec.get("seed", 1))
+    idle: list[_Conn] = list(
+        await asyncio.gather(*(_connect(spec["port"]) for _ in range(min(cap, 16))))
+    )
+    opened = len(idle)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(due: float, request: bytes) -> None:
+        nonlocal opened
+        conn = idle.pop() if idle else None
+        try:
+            if conn is None:
+                if opened >= cap:
+                    tally.errors += 1
+                    return
+                opened += 1
+                conn = await _connect(spec["port"])
+            tally.lags.append(clock() - due)
+            status = await asyncio.wait_for(conn.send(request), _DRAIN)
+        except (ConnectionError, ValueError, TimeoutError):
+            tally.errors += 1
+            if conn is not None and conn.transport is not None:
+                conn.transport.close()
+            return
+        tally.status(status, clock() - due)
+        idle.append(conn)
+
+    start = clock() + 0.05
+    i = 0
+    while i < total:
+        now = clock()
+        due = start + i / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+            continue
+        while i < total and start + i / rate <= now:
+            request = requests[rng.randrange(len(requests))]
+            task = asyncio.create_task(one(start + i / rate, request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+    if tasks:
+        _, pending = await asyncio.wait(set(tasks), timeout=_DRAIN)
+        for task in pending:
+            task.cancel()
+        tally.errors += len(pending)
+    elapsed = total / rate  # the schedule's length: "rate" is then the achieved arrival rate
+    for c in idle:
+        if c.transport is not None:
+            c.transport.close()
+    spec["connections_opened"] = opened
+    return elapsed
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the spec; return the result document."""
+    requests = build_requests(spec)
+    tally = _Tally()
+    cpu = time.process_time()
+    if spec["mode"] == "closed":
+        elapsed = await closed_loop(spec, requests, tally)
+    else:
+        elapsed = await open_loop(spec, requests, tally)
+    lat = tally.latencies
+    return {
+        "generator": "python",
+        "mode": spec["mode"],
+        "duration": elapsed,
+        "requests": len(lat),
+        "ok": tally.ok,
+        "non_2xx": tally.non_2xx,
+        "errors": tally.errors,
+        "rate": tally.ok / elapsed if elapsed else 0.0,
+        "p50_ms": 1e3 * _percentile(lat, 50),
+        "p99_ms": 1e3 * _percentile(lat, 99),
+        "max_ms": 1e3 * max(lat, default=float("nan")),
+        "lag_p99_ms": 1e3 * _percentile(tally.lags, 99) if tally.lags else None,
+        "connections_opened": spec.get("connections_opened", spec.get("connections")),
+        "generator_cpu_s": time.process_time() - cpu,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.http_load SPEC.json``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    spec = json.loads(Path(args[0]).read_text())
+    try:
+        import uvloop
+
+        result = uvloop.run(run(spec))
+    except ImportError:
+        result = asyncio.run(run(spec))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
