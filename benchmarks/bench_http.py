@@ -873,6 +873,10 @@ def extra_machine_facts() -> dict[str, Any]:
     return facts
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.bench_http [--quick] [--reps N] [--wait-quiet S] [--profile]``."""
     p = argparse.ArgumentParser(
@@ -891,6 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--profile", action="store_true", help="cProfile the server instead")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # so that the servers are stopped on SIGTERM too
     settings = Settings(quick=args.quick, reps=args.reps)
     facts = {**machine(), **extra_machine_facts()}
     progress("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))

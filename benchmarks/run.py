@@ -12,13 +12,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from benchmarks import bench_append, bench_disk, bench_proofs
+from benchmarks import bench_append, bench_disk, bench_http, bench_proofs
 from benchmarks.common import OUT, Row, Settings, machine, progress
 
 BENCHMARKS: dict[str, Callable[[Settings], list[Row]]] = {
     "append": bench_append.run,
     "proofs": bench_proofs.run,
     "disk": bench_disk.run,
+    "http": bench_http.run,
 }
 
 
