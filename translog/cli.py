@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -635,8 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_commands(sub)
     _add_client_commands(sub)
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
@@ -788,7 +789,10 @@ def _non_negative(text: str) -> int:
     return value
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+COMMAND_MODULES: tuple[str, ...] = (
+    # Each module defines ``register(sub)``, which adds its sub-commands. One line per role,
+    # in alphabetical order, so that parallel work merges cleanly.
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
