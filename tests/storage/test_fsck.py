@@ -89,9 +89,10 @@ def test_clean_log_passes(data: Path, capsys: pytest.CaptureFixture[str]) -> Non
 CASES: dict[str, tuple[str, bytes, int, str]] = {
     "entry-version": ("entries", u64(5), 0, "entry 5"),
     "entry-timestamp": ("entries", u64(7), 8, r"entry 7: timestamp|index 7, level 0"),
-    "entry-commitment": ("entries", u64(0), 20, "entry 0: payload"),
-    "entry-salt": ("entries", u64(1), 45, "entry 1"),
-    "entry-payload": ("entries", u64(2), -1, "entry 2"),
+    "entry-kind": ("entries", u64(0), 9, "entry 0: unknown leaf kind"),
+    "entry-salt-start": ("entries", u64(0), 20, "index 0, level 0"),
+    "entry-salt": ("entries", u64(1), 45, "index 1, level 0"),
+    "entry-payload": ("entries", u64(2), -1, "index 2, level 0"),
     "inline-entry": ("entries", u64(150), 12, "index 150, level 0"),
     "hash-chunk-level0": ("h00", u64(3), 40, "level 0"),
     "hash-chunk-level2": ("h02", u64(1), 100, "level 2"),

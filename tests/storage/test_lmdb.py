@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 from pathlib import Path
 
 import pytest
 
 from translog.errors import StorageCorruptError, StorageFullError
-from translog.merkle import Frontier, MemoryHashes
-from translog.storage.base import StoredCheckpoint
+from translog.leaf import committed_leaf
+from translog.merkle import Frontier, MemoryHashes, leaf_hash
+from translog.storage.base import NewEntry, StoredCheckpoint, StoredEntry, WriteBatch
 from translog.storage.lmdb import CHUNK, LMDBStorage
 
 from .test_conformance import all_nodes, make_batch
@@ -105,3 +107,32 @@ def test_corrupt_tail_detected_at_open(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(StorageCorruptError):
         LMDBStorage(tmp_path / "db", map_size=1 << 20)
+
+
+def test_committed_record_omits_the_commitment_and_erasure_keeps_the_leaf(tmp_path: Path) -> None:
+    salt, payload = b"\x09" * 32, bytes(range(200))
+    leaf = committed_leaf(123, payload, salt)
+    s = LMDBStorage(tmp_path / "db", map_size=1 << 20)
+    s.append(
+        WriteBatch(0, [NewEntry(leaf, salt, payload)], Frontier().append(leaf_hash(leaf)), 123)
+    )
+    with s.raw_env().begin() as txn:
+        record = bytes(txn.get(struct.pack(">Q", 0), db=s.db_handles()["entries"]))
+    assert record == leaf[:9] + b"\x81" + salt + payload  # 242 bytes: 15 records per page
+    assert s.get_entries(0, 1)[0] == StoredEntry(0, leaf, salt, payload)
+    assert s.erase_payload(0)
+    with s.raw_env().begin() as txn:
+        assert bytes(txn.get(struct.pack(">Q", 0), db=s.db_handles()["entries"])) == leaf
+    assert s.get_entries(0, 1)[0] == StoredEntry(0, leaf)
+    s.close()
+
+
+def test_records_of_the_earlier_layout_still_read(tmp_path: Path) -> None:
+    salt, payload = b"\x0a" * 32, b"legacy"
+    leaf = committed_leaf(5, payload, salt)
+    s = LMDBStorage(tmp_path / "db", map_size=1 << 20)
+    s.append(WriteBatch(0, [NewEntry(leaf, salt, payload)], Frontier().append(leaf_hash(leaf)), 5))
+    with s.raw_env().begin(write=True) as txn:  # what the previous layout wrote
+        txn.put(struct.pack(">Q", 0), leaf + salt + payload, db=s.db_handles()["entries"])
+    assert s.get_entries(0, 1)[0] == StoredEntry(0, leaf, salt, payload)
+    s.close()

@@ -32,7 +32,11 @@ from typing import Protocol
 
 @dataclass(slots=True)  # not frozen: built once per entry on the hot path; treat as immutable
 class NewEntry:
-    """One entry to store: the leaf bytes, and for committed leaves the salt and payload."""
+    """One entry to store: the leaf bytes, and for committed leaves the salt and payload.
+
+    For a committed leaf, ``leaf`` must be ``committed_leaf(ts, payload, salt)``: a backend may
+    store the salt and payload without the commitment and recompute it on read (LMDB does).
+    """
 
     leaf: bytes
     salt: bytes | None = None

@@ -8,8 +8,7 @@ sub-database              key                         value
 ========================  ==========================  ==========================================
 ``meta``                  ``size``, ``ts``, ...       u64 tree size; u64 last timestamp (ms);
                                                       ``latest`` = u64 size || u64 ts || note
-``entries``               u64 index                   leaf || salt(32) || payload (committed
-                                                      leaves), or leaf alone (inline / erased)
+``entries``               u64 index                   an entry record (below)
 ``h00`` ``h02`` … ``h62``  u64 chunk number            62 consecutive hashes (1,984 bytes) of
                                                       tree level 0, 2, 4, … (even levels only)
 ``tail``                  u8 level                    the hashes of that level past its last
@@ -21,6 +20,19 @@ sub-database              key                         value
 ``promised``              u64 promise sequence        u8 key length || key || entry value
                                                       (accepted with ?wait=0, not yet sequenced)
 ========================  ==========================  ==========================================
+
+Entry records (docs/FORMATS.md §7) come in three shapes, told apart by the byte at offset 9,
+where a leaf has its kind:
+
+* **inline leaf**: the leaf itself (kind 0);
+* **committed, with payload**: the leaf's first 9 bytes (version, timestamp), the byte 0x81,
+  salt(32), payload. The 32-byte commitment is not stored: it is ``SHA-256(salt || payload)``,
+  recomputed on read, and the leaf is the 9 bytes, 0x01 and that commitment. This makes a
+  200-byte-payload record 242 bytes, 15 to a 4 KiB page instead of 13;
+* **committed, erased**: the 42-byte leaf (kind 1), which keeps the commitment, so the tree and
+  every proof stay valid without the payload.
+
+Records written before this layout (kind 1 followed by salt and payload) are still read.
 
 Why this shape (see docs/ARCHITECTURE.md and benchmarks/RESULTS.md for the figures):
 
@@ -76,6 +88,10 @@ are at most size / 2**(level - 1) of them in the tree (see benchmarks/RESULTS.md
 _NODE_CACHE_MAX = 1 << 17
 """About 30 MiB of cached node hashes at most (FIFO eviction)."""
 _COMMITTED_LEAF = 42  # translog leaf v1, kind 1: 1 + 8 + 1 + 32
+_COMPACT = 0x81
+"""Kind byte of a committed record that stores salt || payload instead of the commitment."""
+_COMPACT_BYTE = bytes([_COMPACT])
+_KIND_COMMITTED_BYTE = b"\x01"
 
 _pack = _U64.pack
 _sha256 = hashlib.sha256
@@ -84,12 +100,23 @@ _unpack = _U64.unpack
 _Buffer = bytes | memoryview
 
 
+def _record(e: NewEntry) -> bytes:
+    """The ``entries`` record of a new entry (see the module docstring)."""
+    if e.salt is None:
+        return e.leaf
+    return e.leaf[:9] + _COMPACT_BYTE + e.salt + (e.payload or b"")
+
+
 def _parse_entry(index: int, value: bytes) -> StoredEntry:
-    if len(value) >= _COMMITTED_LEAF and value[9] == 1:
-        rest = value[_COMMITTED_LEAF:]
-        if not rest:
-            return StoredEntry(index, value)
-        return StoredEntry(index, value[:_COMMITTED_LEAF], rest[:32], rest[32:])
+    if len(value) >= _COMMITTED_LEAF:
+        kind = value[9]
+        if kind == _COMPACT:
+            body = value[10:]
+            leaf = value[:9] + _KIND_COMMITTED_BYTE + _sha256(body).digest()
+            return StoredEntry(index, leaf, body[:32], body[32:])
+        if kind == 1 and len(value) > _COMMITTED_LEAF:  # the layout before the compact record
+            rest = value[_COMMITTED_LEAF:]
+            return StoredEntry(index, value[:_COMMITTED_LEAF], rest[:32], rest[32:])
     return StoredEntry(index, value)
 
 
@@ -311,10 +338,7 @@ class LMDBStorage:
 
         # Built once, outside the transaction: the values are the bulk of the batch, and their
         # lengths give the map-growth estimate without another pass over the entries.
-        blobs = [
-            e.leaf if e.salt is None else e.leaf + e.salt + (e.payload or b"")
-            for e in batch.entries
-        ]
+        blobs = list(map(_record, batch.entries))
         items = list(zip(map(_pack, range(batch.start, new_size)), blobs, strict=True))
 
         def fn(txn: lmdb.Transaction) -> dict[int, bytes]:
@@ -372,9 +396,7 @@ class LMDBStorage:
         values = []
         for item in items:
             key = item.key or b""
-            e = item.entry
-            body = e.leaf if e.salt is None else e.leaf + e.salt + (e.payload or b"")
-            values.append((_pack(item.seq), bytes([len(key)]) + key + body))
+            values.append((_pack(item.seq), bytes([len(key)]) + key + _record(item.entry)))
 
         def fn(txn: lmdb.Transaction) -> None:
             for k, v in values:

@@ -12,6 +12,7 @@ and that node hashes never change, and offers fault injection for tests:
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -64,6 +65,12 @@ class MemoryStorage:
                 raise StorageCorruptError(
                     f"timestamp went backwards: {batch.timestamp_ms} < {self._ts}"
                 )
+            for e in batch.entries:
+                if e.salt is not None and (
+                    len(e.leaf) != 42
+                    or e.leaf[10:] != hashlib.sha256(e.salt + (e.payload or b"")).digest()
+                ):
+                    raise StorageCorruptError("a committed leaf does not commit to its payload")
             for level, index, value in batch.nodes:
                 old = self._nodes.get((level, index))
                 if old is not None and old != value:
