@@ -133,12 +133,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from translog.datadir import open_data_dir
-    from translog.http.app import configure_logging, make_app, parse_listen, run_server
+    from translog.http.app import configure_logging, make_app, parse_listen, run_server, tls_context
     from translog.tokens import TokenStore
 
     data_dir = open_data_dir(args.data, args.config)
     config = data_dir.config
     host, port = parse_listen(args.listen or config.server.listen)
+    ssl_context = None
+    if config.server.tls_cert:
+        ssl_context = tls_context(
+            data_dir.resolve(config.server.tls_cert), data_dir.resolve(config.server.tls_key)
+        )
     tokens = TokenStore(data_dir.resolve(config.server.tokens_file))
     configure_logging()
     storage = data_dir.open_storage()
@@ -156,11 +161,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     def ready(bound: int) -> None:
         shown = f"[{host}]" if ":" in host else host
-        print(f"translog serving {config.log.origin} at http://{shown}:{bound}", flush=True)
+        scheme = "https" if ssl_context else "http"
+        print(f"translog serving {config.log.origin} at {scheme}://{shown}:{bound}", flush=True)
         print(data_dir.signer.vkey, flush=True)
 
     ready_file = Path(args.ready_file) if args.ready_file else None
-    asyncio.run(run_server(app, host, port, ready_file=ready_file, on_ready=ready))
+    asyncio.run(
+        run_server(app, host, port, ready_file=ready_file, on_ready=ready, ssl_context=ssl_context)
+    )
     return EXIT_OK
 
 

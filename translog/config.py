@@ -48,6 +48,10 @@ class StorageSection:
     """Upper bound for the map in MiB; 0 = no bound. Past it, appends fail with 'storage full'."""
     index_leaf_hashes: bool = True
     """Keep a leaf-hash index (needed by get-proof-by-hash and `prove --hash`)."""
+    verify_entries_on_start: int = 1_000_000
+    """At startup, check the newest N entries against the tree's stored leaf hashes and refuse
+    to serve corrupted data (0 = none; the tree root is always checked against the latest
+    signed checkpoint). Reads check every entry they serve either way."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,11 @@ class ServerSection:
     """Most entries in one batch request."""
     tokens_file: str = "tokens.json"
     """Token store (hashes only), relative to the data directory."""
+    tls_cert: str = ""
+    """PEM certificate chain for HTTPS, relative to the data directory (empty: plain HTTP).
+    Needs tls_key too."""
+    tls_key: str = ""
+    """PEM private key for tls_cert; the file must be mode 0600."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,10 @@ class Config:
                 raise ConfigError(f"{key}: must be positive, got {value}")
         if self.sequencer.max_batch_age_ms < 0 or self.sequencer.max_batch_age_ms > 100:
             raise ConfigError("sequencer.max_batch_age_ms: must be between 0 and 100")
+        if self.storage.verify_entries_on_start < 0:
+            raise ConfigError("storage.verify_entries_on_start: must be 0 or positive")
+        if bool(self.server.tls_cert) != bool(self.server.tls_key):
+            raise ConfigError("server.tls_cert and server.tls_key: set both or neither")
         if self.storage.max_map_size_mb < 0:
             raise ConfigError("storage.max_map_size_mb: must be 0 (no limit) or positive")
         if self.server.default_kind not in ("committed", "inline"):

@@ -46,7 +46,7 @@ from translog.errors import (
     TooLargeError,
     TranslogError,
 )
-from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, inline_leaf, new_salts
+from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, inline_leaf, new_salts, verify_payload
 from translog.merkle import Frontier, leaf_hash, prove_consistency, prove_inclusion, tree_hash
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.signing import NoteSigner, parse_vkey
@@ -136,6 +136,35 @@ class _Group:
     """Promise records this group's entries were persisted under (``?wait=0``)."""
 
 
+_CHECK_BLOCK = 4096
+
+
+def check_entries(storage: Storage, entries: Sequence[StoredEntry]) -> None:
+    """Raise ``StorageCorruptError`` unless every entry matches its stored leaf hash (and a
+    committed entry's payload matches its commitment)."""
+    if not entries:
+        return
+    stored = storage.read_hashes([(0, e.index) for e in entries])
+    for e, h in zip(entries, stored, strict=True):
+        if leaf_hash(e.leaf) != h:
+            raise StorageCorruptError(
+                f"entry {e.index}: the stored leaf does not match the tree's leaf hash; "
+                "run translog fsck"
+            )
+        if e.payload is not None and e.salt is not None:
+            try:
+                verify_payload(e.leaf, e.payload, e.salt)
+            except TranslogError as err:
+                raise StorageCorruptError(
+                    f"entry {e.index}: the stored payload does not match its leaf; "
+                    "run translog fsck"
+                ) from err
+
+
+FULL_RETRY_SECONDS = 0.5
+"""Pause before retrying promised entries after a batch failed with storage full."""
+
+
 @dataclass(frozen=True)
 class LogOptions:
     """Sequencer and publisher knobs (see translog.config for their documentation)."""
@@ -144,6 +173,7 @@ class LogOptions:
     max_batch_age_ms: int = 50
     max_pending: int = 100_000
     publish_interval_ms: int = 1000
+    verify_entries_on_start: int = 1_000_000
 
 
 class Log:
@@ -169,6 +199,7 @@ class Log:
         self._frontier = Frontier.from_reader(storage.size(), storage)
         self._last_ts = storage.last_timestamp()
         self._check_latest_checkpoint()
+        self._check_recent_entries(self.options.verify_entries_on_start)
         # Promised entries a crash left unsequenced: they go first, before anything new.
         self._recovered = storage.promised()
         for item in self._recovered:
@@ -220,6 +251,13 @@ class Log:
                 f"stored tree root at size {cp.size} does not match the signed checkpoint: "
                 f"expected {cp.root_hash.hex()}, found {root.hex()}"
             )
+
+    def _check_recent_entries(self, count: int) -> None:
+        """Startup: the newest ``count`` entries must match the tree's stored leaf hashes."""
+        size = self._frontier.size
+        start = max(0, size - count)
+        for lo in range(start, size, _CHECK_BLOCK):
+            check_entries(self.storage, self.storage.get_entries(lo, min(size, lo + _CHECK_BLOCK)))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -417,8 +455,15 @@ class Log:
                 results = await loop.run_in_executor(self._writer, self._integrate, groups)
             except StorageFullError as e:
                 self.stats["storage_full"] += 1
-                log.error("batch rejected: %s", e)
-                self._fail(groups, e)
+                # Promised entries (?wait=0) were answered already: keep them at the head of
+                # the pool and retry once space returns; refuse the rest, whose callers wait.
+                kept = [g for g in groups if g.promise_seqs]
+                log.error("batch rejected: %s (%d promised entries kept)", e, len(kept))
+                self._fail([g for g in groups if not g.promise_seqs], e)
+                self._pool.extendleft(reversed(kept))
+                self._pending += sum(len(g.accepted) for g in kept)
+                if kept:
+                    await asyncio.sleep(FULL_RETRY_SECONDS)
                 continue
             except (StorageError, Exception) as e:
                 self._fatal = e
@@ -598,8 +643,15 @@ class Log:
         return tree_hash(size, self.storage)
 
     def entries(self, start: int, end: int) -> list[StoredEntry]:
-        """Stored entries ``[start, end)``."""
-        return self.storage.get_entries(start, end)
+        """Stored entries ``[start, end)``, each checked against the tree before it is served.
+
+        A leaf whose hash differs from the tree's stored leaf hash, or a committed payload
+        that no longer matches its leaf, raises ``StorageCorruptError``: corrupted data is
+        never served as if it were the log's.
+        """
+        entries = self.storage.get_entries(start, end)
+        check_entries(self.storage, entries)
+        return entries
 
     def _check_size(self, size: int) -> None:
         if size < 0 or size > self._frontier.size:

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from translog.config import Config, LogSection, PublisherSection, SequencerSection, ServerSection
 from translog.ct import TreeHeadSigner
-from translog.errors import StorageFullError
+from translog.errors import StorageError, StorageFullError
 from translog.http.app import make_app
 from translog.http.keys import LOG, METRICS
 from translog.http.submit import STATE, ProofNodes, scope_key
@@ -487,7 +487,7 @@ async def test_broken_promises_are_counted(env: Env, monkeypatch: pytest.MonkeyP
     assert isinstance(storage, MemoryStorage)
 
     def refuse(batch: object) -> None:
-        raise StorageFullError("injected: the batch cannot be written")
+        raise StorageError("injected: the disk failed")
 
     monkeypatch.setattr(storage, "append", refuse)
     status, _, _ = await env.post("/add?wait=0", b"doomed")
@@ -495,6 +495,31 @@ async def test_broken_promises_are_counted(env: Env, monkeypatch: pytest.MonkeyP
     await wait_for_watchers(env)
     assert env.metrics.value("translog_promises_broken_total") == 1
     assert len(storage.promised()) == 1  # still recorded: a restart re-sequences it
+
+
+async def test_promises_are_kept_through_a_full_disk(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch refused for lack of space keeps its promised entries and retries them."""
+    storage = env.log.storage
+    assert isinstance(storage, MemoryStorage)
+    real = storage.append
+    calls: list[object] = []
+
+    def full_once(batch: Any) -> None:
+        calls.append(batch)
+        if len(calls) == 1:
+            raise StorageFullError("injected: no space left on device")
+        real(batch)
+
+    monkeypatch.setattr(storage, "append", full_once)
+    status, body, _ = await env.post("/add?wait=0", b"kept")
+    assert status == 202
+    await wait_for_watchers(env)
+    assert len(calls) >= 2
+    assert env.metrics.value("translog_promises_broken_total") == 0
+    assert storage.promised() == []
+    assert storage.find_leaf_hash(base64.b64decode(body["leaf_hash"])) is not None
 
 
 # -- authentication and scopes ---------------------------------------------------------------

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from translog.ct import TreeHeadSigner
 from translog.errors import ConfigError
 from translog.http import keys, ops, read, submit
 from translog.http.errors import error_middleware
+from translog.keyfile import read_private_file
 from translog.log import Log, LogOptions
 from translog.metrics import Metrics
 from translog.signing import NoteSigner
@@ -58,6 +60,7 @@ def make_app(
             max_batch_age_ms=seq.max_batch_age_ms,
             max_pending=seq.max_pending,
             publish_interval_ms=config.publisher.interval_ms,
+            verify_entries_on_start=config.storage.verify_entries_on_start,
         ),
     )
     app[keys.LOG] = log
@@ -117,6 +120,18 @@ def write_ready_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context (TLS 1.2 or later) from PEM files; the key file must be 0600."""
+    read_private_file(key)  # refuses a key file that group or others can read
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"server.tls_cert/tls_key: couldn't load {cert} and {key}: {e}") from e
+    return context
+
+
 async def run_server(
     app: web.Application,
     host: str,
@@ -124,6 +139,7 @@ async def run_server(
     *,
     ready_file: Path | None = None,
     on_ready: Callable[[int], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully.
 
@@ -143,7 +159,7 @@ async def run_server(
     received = _install_signal_handlers()
     await runner.setup()
     try:
-        bound = await _listen(runner, host, port)
+        bound = await _listen(runner, host, port, ssl_context)
         if on_ready is not None:
             on_ready(bound)
         if ready_file is not None:
@@ -158,8 +174,10 @@ async def run_server(
     _log.info("stopped; final checkpoint size %s", "none" if published is None else published.size)
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int) -> int:
-    site = web.TCPSite(runner, host, port)
+async def _listen(
+    runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None
+) -> int:
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as e:

@@ -168,15 +168,28 @@ class _Gate:
                 self._cond.notify_all()
 
 
-def _map_error(action: str, e: lmdb.Error) -> StorageError:
+def _map_error(action: str, e: lmdb.Error, path: Path | None = None, need: int = 0) -> StorageError:
     text = str(e)
     if isinstance(e, lmdb.MapFullError):
         return StorageFullError(f"couldn't {action}: the LMDB map is at its size limit")
     if "No space left" in text or getattr(e, "errno", None) == errno.ENOSPC:
         return StorageFullError(f"couldn't {action}: no space left on device")
+    if path is not None and "Input/output error" in text and _disk_free(path) < need:
+        # LMDB reports a short write (the file system filled up mid-commit) as EIO. The
+        # commit wrote no meta page, so the environment still holds the previous state.
+        return StorageFullError(f"couldn't {action}: no space left on device")
     if isinstance(e, lmdb.CorruptedError | lmdb.PageNotFoundError | lmdb.InvalidError):
         return StorageCorruptError(f"couldn't {action}: LMDB reports corruption: {text}")
     return StorageError(f"couldn't {action}: {text}")
+
+
+def _disk_free(path: Path) -> int:
+    """Bytes available to this process on the file system holding ``path``."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 class LMDBStorage:
@@ -282,7 +295,8 @@ class LMDBStorage:
             with self._env.begin(write=True) as txn:
                 return fn(txn)
         except lmdb.Error as e:
-            raise _map_error(action, e) from e
+            need = 3 * estimate + (1 << 20)
+            raise _map_error(action, e, self.path, need) from e
 
     def _reserve(self, action: str, estimate: int) -> None:
         info = self._env.info()
