@@ -172,9 +172,10 @@ async def test_a_corrupted_leaf_is_detected_and_never_served(tmp_path: Path) -> 
     payloads = [b"corrupt-me-%04d" % i for i in range(300)]
     body = json.dumps([base64.b64encode(p).decode() for p in payloads])
     headers = {"Authorization": f"Bearer {log.token}", "Content-Type": "application/json"}
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{server.url}/add-batch?kind=inline", data=body, headers=headers
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.url}/add-batch?kind=inline", data=body, headers=headers) as r,
+    ):
         assert r.status == 200
         receipt = await r.json()
     assert server.stop() == 0
