@@ -154,6 +154,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             signer=data_dir.signer,
             tree_head_signer=data_dir.tree_head_signer,
             tokens=tokens,
+            witness_policy=_log_witness_policy(data_dir.resolve(config.witnesses.policy))
+            if config.witnesses.policy
+            else None,
         )
     except BaseException:
         storage.close()
@@ -170,6 +173,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         run_server(app, host, port, ready_file=ready_file, on_ready=ready, ssl_context=ssl_context)
     )
     return EXIT_OK
+
+
+def _log_witness_policy(path: Path) -> WitnessPolicy:
+    """The log's witness policy file ([witnesses] policy)."""
+    from translog.policy import parse_policy
+
+    text = _read_file(str(path), "witness policy file").decode("utf-8", "replace")
+    try:
+        return parse_policy(text)
+    except ConfigError as e:
+        raise ConfigError(f"witnesses.policy {path}: {e}") from e
 
 
 DEV_TOKEN_FILE = "dev-token"
@@ -800,6 +814,7 @@ def _non_negative(text: str) -> int:
 COMMAND_MODULES: tuple[str, ...] = (
     # Each module defines ``register(sub)``, which adds its sub-commands. One line per role,
     # in alphabetical order, so that parallel work merges cleanly.
+    "translog.commands.witness",
 )
 
 

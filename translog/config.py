@@ -107,6 +107,19 @@ class ServerSection:
 
 
 @dataclass(frozen=True)
+class WitnessesSection:
+    """[witnesses]: witnesses that cosign each published checkpoint (c2sp.org/tlog-witness)."""
+
+    policy: str = ""
+    """Witness policy file (translog/policy.py grammar), relative to the data directory; each
+    `witness` line needs its URL. Empty: no witnesses."""
+    require_quorum: bool = True
+    """Publish no checkpoint whose cosignatures fall short of the policy's quorum."""
+    timeout_ms: int = 5000
+    """Bound on each add-checkpoint request."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one log."""
 
@@ -116,6 +129,7 @@ class Config:
     sequencer: SequencerSection = field(default_factory=SequencerSection)
     publisher: PublisherSection = field(default_factory=PublisherSection)
     server: ServerSection = field(default_factory=ServerSection)
+    witnesses: WitnessesSection = field(default_factory=WitnessesSection)
 
     def validate(self) -> None:
         """Check cross-field rules; raise ConfigError naming the key."""
@@ -130,6 +144,7 @@ class Config:
             "server.max_body_bytes": self.server.max_body_bytes,
             "server.max_payload_bytes": self.server.max_payload_bytes,
             "server.max_batch_entries": self.server.max_batch_entries,
+            "witnesses.timeout_ms": self.witnesses.timeout_ms,
         }
         for key, value in positive.items():
             if value <= 0:

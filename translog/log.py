@@ -31,7 +31,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -176,6 +176,11 @@ class LogOptions:
     verify_entries_on_start: int = 1_000_000
 
 
+Cosign = Callable[["SignedCheckpoint"], Awaitable["SignedCheckpoint | None"]]
+"""Witness step of publication: the checkpoint with cosignatures, or None to withhold it
+(a required quorum was not met). See :mod:`translog.witness.client`."""
+
+
 class Log:
     """One transparency log over a :class:`~translog.storage.base.Storage`.
 
@@ -190,8 +195,10 @@ class Log:
         signer: NoteSigner,
         tree_head_signer: TreeHeadSigner | None = None,
         options: LogOptions | None = None,
+        cosign: Cosign | None = None,
     ) -> None:
         self.storage = storage
+        self.cosign = cosign
         self.origin = origin
         self.signer = signer
         self.tree_head_signer = tree_head_signer
@@ -566,10 +573,21 @@ class Log:
             except TranslogError as e:
                 log.error("couldn't publish a checkpoint: %s", e)
 
-    async def publish(self) -> SignedCheckpoint:
-        """Sign, store durably and publish a checkpoint over the latest durable tree."""
+    async def publish(self) -> SignedCheckpoint | None:
+        """Sign, store durably and publish a checkpoint over the latest durable tree.
+
+        With witnesses (``cosign``), the checkpoint is published with the cosignatures
+        collected for it; when ``cosign`` withholds it (no quorum), nothing is published, the
+        previous checkpoint stays current and None is returned.
+        """
         loop = asyncio.get_running_loop()
-        published = await loop.run_in_executor(self._writer, self._publish)
+        published: SignedCheckpoint | None = await loop.run_in_executor(self._writer, self._publish)
+        if self.cosign is not None and published is not None:
+            published = await self.cosign(published)
+            if published is None:
+                self.stats["withheld"] += 1
+                return None
+        assert published is not None
         self._published = published
         self.stats["published"] += 1
         waiters, self._published_waiters = self._published_waiters, []

@@ -235,11 +235,13 @@ class LogClient:
         """Submit one payload; return its receipt once verified and consistent with the state.
 
         ``kind`` is ``committed`` or ``inline`` (default: the log's); ``wait`` is ``durable``
-        or ``published``. Without an ``idempotency_key`` a uuid4 is used, so retries are safe.
+        or ``published`` (with a witness policy, a published receipt's checkpoint must meet
+        it). Without an ``idempotency_key`` a uuid4 is used, so retries are safe.
         """
         receipt = await self._submitter.submit(
             payload, kind=kind, idempotency_key=idempotency_key, wait=wait
         )
+        self._check_published(receipt, wait)
         await self._reconcile_note(receipt.checkpoint)
         return receipt
 
@@ -258,8 +260,17 @@ class LogClient:
         receipt = await self._submitter.submit_batch(
             payloads, kind=kind, idempotency_keys=idempotency_keys, wait=wait
         )
+        self._check_published(receipt, wait)
         await self._reconcile_note(receipt.checkpoint)
         return receipt
+
+    def _check_published(self, receipt: Receipt, wait: str) -> None:
+        """A ``wait=published`` receipt carries the published, cosigned checkpoint: with a
+        witness policy, it must meet the quorum. (``durable`` receipts carry the per-batch
+        checkpoint, signed by the log alone, and are not held to the policy.)"""
+        if wait == "published" and self._policy is not None:
+            with served("receipt checkpoint"):
+                open_verified(receipt.checkpoint, self._verifier, self._policy)
 
     async def promise(
         self, payload: bytes, *, kind: str | None = None, idempotency_key: str | None = None

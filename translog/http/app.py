@@ -32,9 +32,13 @@ from translog.http.errors import error_middleware
 from translog.keyfile import read_private_file
 from translog.log import Log, LogOptions
 from translog.metrics import Metrics
+from translog.policy import WitnessPolicy
 from translog.signing import NoteSigner
 from translog.storage.base import Storage
 from translog.tokens import TokenStore
+from translog.witness.client import Cosigner, publication_step
+
+COSIGNER = web.AppKey("translog.cosigner", Cosigner)
 
 
 def make_app(
@@ -44,8 +48,14 @@ def make_app(
     signer: NoteSigner,
     tree_head_signer: TreeHeadSigner | None = None,
     tokens: TokenStore | None = None,
+    witness_policy: WitnessPolicy | None = None,
 ) -> web.Application:
-    """Build the application for one log. The log starts when the app starts."""
+    """Build the application for one log. The log starts when the app starts.
+
+    With ``witness_policy`` (its witnesses need URLs), every published checkpoint is first
+    sent to the witnesses (:mod:`translog.witness.client`), and published with their
+    cosignatures; under ``witnesses.require_quorum`` only once the quorum is met.
+    """
     app = web.Application(
         middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
     )
@@ -64,6 +74,12 @@ def make_app(
         ),
     )
     app[keys.LOG] = log
+    if witness_policy is not None:
+        cosigner = Cosigner(
+            witness_policy, log.consistency_proof, timeout=config.witnesses.timeout_ms / 1000
+        )
+        log.cosign = publication_step(cosigner, require_quorum=config.witnesses.require_quorum)
+        app[COSIGNER] = cosigner
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.TOKENS] = tokens or TokenStore()
@@ -80,6 +96,8 @@ async def _run_log(app: web.Application) -> AsyncIterator[None]:
     await log.start()
     yield
     await log.close()
+    if COSIGNER in app:
+        await app[COSIGNER].close()
 
 
 # -- serving ---------------------------------------------------------------------------------
@@ -170,8 +188,10 @@ async def run_server(
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
         await runner.cleanup()
-    published = app[keys.LOG].published
-    _log.info("stopped; final checkpoint size %s", "none" if published is None else published.size)
+    if keys.LOG in app:
+        published = app[keys.LOG].published
+        shown = "none" if published is None else published.size
+        _log.info("stopped; final checkpoint size %s", shown)
 
 
 async def _listen(
