@@ -31,6 +31,10 @@ PURE = [
     "translog.verify",
     "translog.metrics",
     "translog.fsck",
+    "translog.monitor.config",
+    "translog.monitor.evidence",
+    "translog.monitor.recompute",
+    "translog.monitor.rules",
     "translog.storage.base",
     "translog.storage.memory",
 ]

@@ -814,6 +814,7 @@ def _non_negative(text: str) -> int:
 COMMAND_MODULES: tuple[str, ...] = (
     # Each module defines ``register(sub)``, which adds its sub-commands. One line per role,
     # in alphabetical order, so that parallel work merges cleanly.
+    "translog.commands.monitor",
     "translog.commands.witness",
 )
 

@@ -590,3 +590,81 @@ def inclusion_proofs_from_range(
                 lo += k
         proofs.append(tuple(reversed(path)))
     return proofs
+
+
+# -- proofs for interior nodes (monitor evidence) ---------------------------------------------
+
+
+def prove_node_inclusion(
+    level: int, index: int, size: int, reader: HashReader
+) -> tuple[bytes, ...]:
+    """The audit path of the complete node ``(level, index)`` in the tree of ``size``.
+
+    It is the inclusion proof of leaf ``index << level`` without its first ``level`` elements
+    (those lie inside the node's subtree). Requires ``(index + 1) << level <= size``.
+    """
+    if level < 0 or index < 0 or (index + 1) << level > size:
+        raise MalformedError(f"node ({level}, {index}) is not complete in a tree of size {size}")
+    nodes, split, tail = _path_nodes(level, index, size)
+    if not nodes:
+        return ()
+    return _assemble(reader.read_hashes(nodes), split, tail)
+
+
+def root_from_node_proof(
+    level: int, index: int, size: int, node: bytes, proof: Sequence[bytes]
+) -> bytes:
+    """The root that ``proof`` gives for the hash ``node`` of the complete node ``(level, index)``.
+
+    The counterpart of :func:`prove_node_inclusion`; strict like
+    :func:`root_from_inclusion_proof` (InvalidProofError for an incomplete node, a wrong proof
+    length or a hash that is not 32 bytes).
+    """
+    if level < 0 or index < 0 or (index + 1) << level > size:
+        raise InvalidProofError(f"node ({level}, {index}) is not complete in a tree of size {size}")
+    _check_hash("node hash", node)
+    _check_proof_hashes("node inclusion", proof)
+    first = index << level
+    inner = (first ^ (size - 1)).bit_length()
+    expected = inner + (first >> inner).bit_count() - level
+    if len(proof) != expected:
+        raise InvalidProofError(
+            f"node inclusion proof has wrong length: expected {expected}, got {len(proof)}"
+        )
+    sha = _sha256
+    prefix = _NODE_PREFIX
+    h = node
+    for j, i in enumerate(range(level, inner)):
+        if (first >> i) & 1:
+            h = sha(prefix + proof[j] + h).digest()
+        else:
+            h = sha(prefix + h + proof[j]).digest()
+    for j in range(max(inner - level, 0), expected):
+        h = sha(prefix + proof[j] + h).digest()
+    return h
+
+
+def consistency_roots(
+    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes
+) -> tuple[bytes, bytes]:
+    """The (old root, new root) a consistency proof implies, without judging them.
+
+    When ``old_size`` is a power of two the old tree is a node of the new one and the proof
+    does not carry it: ``old_root`` seeds the computation (and is returned as the old root).
+    Used to tell a fork (the proof rebuilds the new root but gives another old root) from a
+    bad proof. Raises InvalidProofError for bad sizes or a wrong proof length.
+    """
+    if not 0 < old_size < new_size:
+        raise InvalidProofError(f"no consistency proof from size {old_size} to {new_size}")
+    _check_hash("old root hash", old_root)
+    _check_proof_hashes("consistency", proof)
+    level = (old_size & -old_size).bit_length() - 1
+    index = (old_size - 1) >> level
+    inner = (index ^ ((new_size - 1) >> level)).bit_length()
+    first = 1 if index else 0
+    expected = first + inner + (index >> inner).bit_count()
+    if len(proof) != expected:
+        raise InvalidProofError(
+            f"consistency proof has wrong length: expected {expected}, got {len(proof)}"
+        )
+    return _consistency_roots(proof[0] if index else old_root, index, inner, proof, first)

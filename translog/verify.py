@@ -11,6 +11,8 @@ kind            recognised by                             checked with
 ``proof``       first line ``c2sp.org/tlog-proof@v1``     :func:`translog.proof.verify_proof`
 ``bundle``      JSON ``translog-bundle/v1``, or gzip      :func:`translog.bundle.verify_bundle`
 ``checkpoint``  a signed note                             ``checkpoint.open_checkpoint``
+``evidence``    JSON ``translog-monitor-evidence/v1``     ``monitor.evidence.verify_evidence``
+                (or ``translog-evidence/v1``)
 ==============  ========================================  =====================================
 
 A witness policy, when given, must be met by the checkpoint the file rests on; it is never
@@ -44,6 +46,9 @@ from translog.errors import ConfigError, MalformedError, VerificationError
 from translog.jsonfields import Fields, encode_base64
 from translog.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
 from translog.merkle import HASH_SIZE, leaf_hash
+from translog.monitor.evidence import FORMAT as EVIDENCE_FORMAT
+from translog.monitor.evidence import LEGACY_FORMAT as LEGACY_EVIDENCE_FORMAT
+from translog.monitor.evidence import verify_evidence
 from translog.note import parse_note
 from translog.policy import WitnessPolicy
 from translog.proof import HEADER as PROOF_HEADER
@@ -156,6 +161,8 @@ def detect_kind(data: bytes) -> str:
         PROMISE_FORMAT: "promise",
         BUNDLE_FORMAT: "bundle",
         ENTRY_FORMAT: "entry",
+        EVIDENCE_FORMAT: "evidence",
+        LEGACY_EVIDENCE_FORMAT: "evidence",
     }
     if not isinstance(fmt, str) or fmt not in kinds:
         shown = fmt[:40] if isinstance(fmt, str) else fmt
@@ -424,7 +431,17 @@ def _entry(
     )
 
 
+def _evidence(
+    data: bytes, v: NoteVerifier, policy: WitnessPolicy | None, payload: _Payload, entry: _Payload
+) -> VerifyResult:
+    _no_extra("monitor evidence file", payload, entry)
+    report = verify_evidence(data, v, policy)
+    status = "proven" if report.proven else "observed (see the notes)"
+    return VerifyResult(f"evidence ({report.kind}, {status})", report.origin, notes=report.lines)
+
+
 _VERIFIERS = {
+    "evidence": _evidence,
     "checkpoint": _checkpoint,
     "receipt": _receipt,
     "receipts": _receipts,

@@ -1,0 +1,225 @@
+"""The monitor's own config file (``monitor.toml``): logs to follow, rules, alert sinks (pure).
+
+Every key is documented in ``config/monitor.example.toml``. Unknown keys and wrong types are a
+``ConfigError`` naming the key (``log[1].interval_seconds: …``). Relative paths are relative to
+the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from translog.errors import ConfigError, MalformedError
+from translog.monitor.rules import Rule, rule_from_config
+from translog.signing import parse_vkey
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """One ``[[log]]``: a log the monitor follows."""
+
+    name: str
+    url: str
+    vkey: str
+    policy: Path | None = None
+    """Witness policy file every checkpoint must meet."""
+    read_token: str | None = None
+    """Token with scope read: private tiles and committed payloads (content rules)."""
+    interval_seconds: float = 10.0
+    stale_after_intervals: int = 0
+    """Alert ``stale`` when the checkpoint has not changed for this many intervals; 0 = off."""
+    promises_dir: Path | None = None
+    """Directory of ``translog-promise/v1`` files (``?wait=0`` answers) to hold the log to."""
+    promise_grace_seconds: float = 5.0
+    timeout_seconds: float = 30.0
+    retries: int = 2
+
+    @property
+    def origin(self) -> str:
+        """The origin: the vkey's name."""
+        return parse_vkey(self.vkey).name
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]``: where alerts go (any combination)."""
+
+    stdout: bool = True
+    file: Path | None = None
+    webhook: str | None = None
+    webhook_retries: int = 5
+    webhook_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The whole monitor config."""
+
+    state: Path
+    evidence_dir: Path
+    logs: tuple[LogConfig, ...]
+    output: OutputConfig
+    rules: tuple[Rule, ...] = ()
+
+
+def _take(
+    table: dict[str, Any], where: str, spec: dict[str, type | tuple[type, ...]]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in spec:
+            raise ConfigError(f"{where}.{key}: unknown key")
+        want = spec[key]
+        wants = want if isinstance(want, tuple) else (want,)
+        if isinstance(value, bool) and bool not in wants:
+            raise ConfigError(f"{where}.{key}: expected {wants[0].__name__}, got {value!r}")
+        if not isinstance(value, wants):
+            raise ConfigError(f"{where}.{key}: expected {wants[0].__name__}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else base / p
+
+
+def _log(raw: object, where: str, base: Path) -> LogConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    t = _take(
+        raw,
+        where,
+        {
+            "name": str,
+            "url": str,
+            "vkey": str,
+            "policy": str,
+            "read_token": str,
+            "read_token_env": str,
+            "read_token_file": str,
+            "interval_seconds": (int, float),
+            "stale_after_intervals": int,
+            "promises_dir": str,
+            "promise_grace_seconds": (int, float),
+            "timeout_seconds": (int, float),
+            "retries": int,
+        },
+    )
+    for key in ("url", "vkey"):
+        if key not in t:
+            raise ConfigError(f"{where}.{key}: required")
+    if not t["url"].startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.url: must start with http:// or https://")
+    try:
+        origin = parse_vkey(t["vkey"]).name
+    except MalformedError as e:
+        raise ConfigError(f"{where}.vkey: {e}") from e
+    token = _read_token(t, where, base)
+    for key in ("interval_seconds", "timeout_seconds"):
+        if key in t and t[key] <= 0:
+            raise ConfigError(f"{where}.{key}: must be positive")
+    for key in ("stale_after_intervals", "retries", "promise_grace_seconds"):
+        if key in t and t[key] < 0:
+            raise ConfigError(f"{where}.{key}: must be >= 0")
+    return LogConfig(
+        name=t.get("name", origin),
+        url=t["url"],
+        vkey=t["vkey"],
+        policy=_path(base, t.get("policy")),
+        read_token=token,
+        interval_seconds=float(t.get("interval_seconds", 10.0)),
+        stale_after_intervals=t.get("stale_after_intervals", 0),
+        promises_dir=_path(base, t.get("promises_dir")),
+        promise_grace_seconds=float(t.get("promise_grace_seconds", 5.0)),
+        timeout_seconds=float(t.get("timeout_seconds", 30.0)),
+        retries=t.get("retries", 2),
+    )
+
+
+def _read_token(t: dict[str, Any], where: str, base: Path) -> str | None:
+    given = [k for k in ("read_token", "read_token_env", "read_token_file") if k in t]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give only one of {', '.join(given)}")
+    if "read_token" in t:
+        return str(t["read_token"])
+    if "read_token_env" in t:
+        value = os.environ.get(t["read_token_env"])
+        if not value:
+            raise ConfigError(f"{where}.read_token_env: ${t['read_token_env']} is not set")
+        return value
+    if "read_token_file" in t:
+        path = _path(base, t["read_token_file"])
+        assert path is not None
+        try:
+            return path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}.read_token_file: couldn't read {path}: {e.strerror}") from e
+    return None
+
+
+def parse_monitor_config(text: str, *, base: Path, source: str = "monitor config") -> MonitorConfig:
+    """Parse and check a monitor config; relative paths are resolved against ``base``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from e
+    top = _take(
+        data,
+        "config",
+        {"state": str, "evidence_dir": str, "log": list, "output": dict, "rule": list},
+    )
+    logs = tuple(_log(raw, f"log[{i}]", base) for i, raw in enumerate(top.get("log", [])))
+    if not logs:
+        raise ConfigError("log: at least one [[log]] table is required")
+    names = [log.name for log in logs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"log: two logs are named {name!r} (give each a unique name)")
+    o = _take(
+        top.get("output", {}),
+        "output",
+        {
+            "stdout": bool,
+            "file": str,
+            "webhook": str,
+            "webhook_retries": int,
+            "webhook_timeout_seconds": (int, float),
+        },
+    )
+    if "webhook" in o and not o["webhook"].startswith(("http://", "https://")):
+        raise ConfigError("output.webhook: must start with http:// or https://")
+    output = OutputConfig(
+        stdout=o.get("stdout", True),
+        file=_path(base, o.get("file")),
+        webhook=o.get("webhook"),
+        webhook_retries=o.get("webhook_retries", 5),
+        webhook_timeout_seconds=float(o.get("webhook_timeout_seconds", 10.0)),
+    )
+    rules = tuple(rule_from_config(r, f"rule[{i}]") for i, r in enumerate(top.get("rule", [])))
+    for rule in rules:
+        unknown = set(rule.logs) - set(names)
+        if unknown:
+            raise ConfigError(f"rule {rule.name!r}: unknown log {sorted(unknown)[0]!r}")
+    state = _path(base, top.get("state", "monitor-state.sqlite"))
+    evidence_dir = _path(base, top.get("evidence_dir", "evidence"))
+    assert state is not None and evidence_dir is not None
+    return MonitorConfig(state, evidence_dir, logs, output, rules)
+
+
+def load_monitor_config(path: str | Path) -> MonitorConfig:
+    """Read and parse a monitor config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"couldn't read monitor config {p}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"monitor config {p} is not UTF-8") from e
+    return parse_monitor_config(text, base=p.resolve().parent, source=str(p))
