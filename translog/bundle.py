@@ -54,7 +54,7 @@ from translog.errors import (
     TranslogError,
     VerificationError,
 )
-from translog.jsonfields import Fields, encode_base64
+from translog.jsonfields import Fields, encode_base64, strict_json
 from translog.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
 from translog.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_range
 from translog.note import decode_base64, parse_note
@@ -288,7 +288,7 @@ def parse_bundle(data: bytes) -> Bundle:
     if data[:2] == GZIP_MAGIC:
         data = _gunzip(data)
     try:
-        obj = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        obj = strict_json(data)
     except (ValueError, RecursionError) as e:
         raise MalformedError(f"bundle: not valid JSON: {e}") from e
     return _parse(obj)
@@ -307,19 +307,6 @@ def _gunzip(data: bytes) -> bytes:
     if inflater.unused_data:
         raise MalformedError("bundle: trailing data after the gzip stream")
     return out
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key[:40]!r}")
-        obj[key] = value
-    return obj
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")
 
 
 def _parse(obj: object) -> Bundle:

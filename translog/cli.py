@@ -157,6 +157,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             witness_policy=_log_witness_policy(data_dir.resolve(config.witnesses.policy))
             if config.witnesses.policy
             else None,
+            data_dir=data_dir.path,
         )
     except BaseException:
         storage.close()
@@ -236,13 +237,20 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     if args.rate < 0:
         raise ConfigError(f"--rate: must be 0 (unlimited) or positive, got {args.rate:g}")
     scopes = tuple(dict.fromkeys(args.scope or ["submit"]))
-    token = _token_store(Path(args.data), args.config).create(args.name, scopes, args.rate)
+    tenants = tuple(args.tenant or ())
+    token = _token_store(Path(args.data), args.config).create(args.name, scopes, args.rate, tenants)
+    _spool_admin(
+        args,
+        "translog.token.create",
+        {"name": args.name, "scopes": list(scopes), "tenants": list(tenants)},
+    )
     print(token)
     return EXIT_OK
 
 
 def _cmd_token_revoke(args: argparse.Namespace) -> int:
     _token_store(Path(args.data), args.config).revoke(args.name)
+    _spool_admin(args, "translog.token.revoke", {"name": args.name})
     print(f"revoked token {args.name!r}")
     return EXIT_OK
 
@@ -257,6 +265,13 @@ def _cmd_token_list(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return EXIT_OK
+
+
+def _spool_admin(args: argparse.Namespace, action: str, details: dict[str, Any]) -> None:
+    """Self-audit an offline admin action (see translog.events.cli.spool_admin)."""
+    from translog.events.cli import spool_admin
+
+    spool_admin(Path(args.data), action, details, args.config)
 
 
 def _iso(ms: int) -> str:
@@ -684,6 +699,12 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     _token_args(t)
     t.add_argument("--scope", action="append", choices=SCOPES, help="repeatable; default: submit")
     t.add_argument("--rate", type=float, default=0.0, help="entries per second; 0 = unlimited")
+    t.add_argument(
+        "--tenant",
+        action="append",
+        metavar="TENANT",
+        help="tenant whose audit events it may search and read (repeatable; * = all)",
+    )
     t.set_defaults(func=_cmd_token_create)
     t = tsub.add_parser("revoke", help="withdraw a token")
     _token_args(t)
@@ -816,6 +837,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     # in alphabetical order, so that parallel work merges cleanly.
     "translog.commands.monitor",
     "translog.commands.witness",
+    "translog.events.cli",
 )
 
 

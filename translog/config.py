@@ -120,6 +120,27 @@ class WitnessesSection:
 
 
 @dataclass(frozen=True)
+class EventsSection:
+    """[events]: accept, validate, index and retain ``translog.event/v1`` audit events."""
+
+    enabled: bool = False
+    """Validate every submission as an audit event (400 naming the field otherwise), index
+    events for search, and serve /events/search and the /explorer page."""
+    index: bool = True
+    """Maintain the search indexes in the sequencing transaction (when enabled)."""
+    retention: str = "forever"
+    """Default retention: "soc2" (1 y), "pci_dss" (1 y), "hipaa" (6 y), "forever", or "<N>d"."""
+    retention_by_category: dict[str, str] = field(default_factory=dict)
+    """Retention per event category, overriding ``retention`` (same values)."""
+    retention_interval_s: int = 3600
+    """How often the server erases payloads past their retention (0 = only on request)."""
+    self_audit: bool = True
+    """Record payload reads, searches and admin actions in the log as events."""
+    self_tenant: str = "translog"
+    """The tenant of the log's own self-audit events."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one log."""
 
@@ -130,6 +151,7 @@ class Config:
     publisher: PublisherSection = field(default_factory=PublisherSection)
     server: ServerSection = field(default_factory=ServerSection)
     witnesses: WitnessesSection = field(default_factory=WitnessesSection)
+    events: EventsSection = field(default_factory=EventsSection)
 
     def validate(self) -> None:
         """Check cross-field rules; raise ConfigError naming the key."""
@@ -163,6 +185,19 @@ class Config:
             not self.server.prefix.startswith("/") or self.server.prefix.endswith("/")
         ):
             raise ConfigError('server.prefix: must start with "/" and not end with "/"')
+        self._validate_events()
+
+    def _validate_events(self) -> None:
+        from translog.events.presets import parse_retention
+
+        ev = self.events
+        parse_retention(ev.retention, "events.retention")
+        for category, value in ev.retention_by_category.items():
+            parse_retention(value, f"events.retention_by_category.{category}")
+        if ev.retention_interval_s < 0:
+            raise ConfigError("events.retention_interval_s: must be 0 (off) or positive")
+        if not ev.self_tenant or len(ev.self_tenant) > 64:
+            raise ConfigError("events.self_tenant: must be 1-64 characters")
 
 
 T = TypeVar("T")
@@ -181,6 +216,10 @@ def _check_type(key: str, value: Any, typ: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
+    if typ == dict[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{key}: expected a table of strings")
+        return dict(value)
     raise ConfigError(f"{key}: unsupported type")  # pragma: no cover - schema bug
 
 
@@ -225,19 +264,30 @@ def load_config(path: str | Path) -> Config:
 
 
 def format_config(config: Config) -> str:
-    """Render a config as TOML (only string, int and bool values exist)."""
+    """Render a config as TOML (string, int and bool values; tables of strings last)."""
     lines: list[str] = []
     for section in dataclasses.fields(config):
         lines.append(f"[{section.name}]")
         sub = getattr(config, section.name)
+        tables: list[str] = []
         for f in dataclasses.fields(sub):
             value = getattr(sub, f.name)
+            if isinstance(value, dict):
+                tables.append(f"[{section.name}.{f.name}]")
+                tables += [f"{_toml_string(k)} = {_toml_string(v)}" for k, v in value.items()]
+                continue
             if isinstance(value, bool):
                 rendered = "true" if value else "false"
             elif isinstance(value, int):
                 rendered = str(value)
             else:
-                rendered = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+                rendered = _toml_string(str(value))
             lines.append(f"{f.name} = {rendered}")
         lines.append("")
+        if tables:
+            lines += [*tables, ""]
     return "\n".join(lines)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -14,8 +14,14 @@ Usage::
 ``time`` is the record's creation time in ms since the epoch; ``audit`` is present only when
 the record was logged with ``extra={"audit": {...}}`` (values JSON cannot hold become strings),
 and ``exception`` holds the formatted traceback when the record carries one. ``event_id``
-doubles as the idempotency key. This is deliberately minimal; a full event schema is defined
-elsewhere later.
+doubles as the idempotency key.
+
+**Audit events.** With ``tenant=`` and ``service=``, each record becomes a validated
+``translog.event/v1`` event instead (docs/EVENTS.md,
+:func:`translog.events.builder.event_from_record`), which a log with ``[events] enabled``
+requires: ``extra={"audit": {"action": "user.login", "actor": ("user", "alice"),
+"category": "authentication", "outcome": "failure"}}``. A record that cannot make a valid event
+is reported through ``logging``'s ``handleError`` and not sent.
 
 **Delivery.** ``emit`` only builds the event and puts it on a bounded in-memory queue. A
 background thread takes up to ``batch_size`` events (or what arrived within
@@ -57,6 +63,7 @@ from typing import Any
 
 from translog.client import SyncLogClient
 from translog.errors import MalformedError, TranslogError, VerificationError
+from translog.events.builder import encode_event, event_from_record
 
 __all__ = ["TranslogHandler"]
 
@@ -223,6 +230,8 @@ class TranslogHandler(logging.Handler):
         state_path: str | Path | None = None,
         timeout: float = 10.0,
         level: int = logging.NOTSET,
+        tenant: str | None = None,
+        service: str | None = None,
     ) -> None:
         """Create the handler and start its background thread.
 
@@ -231,6 +240,10 @@ class TranslogHandler(logging.Handler):
         ``state_path`` is the client's checkpoint state file (default: in memory only).
         """
         super().__init__(level)
+        if (tenant is None) != (service is None):
+            raise ValueError("give both tenant and service for audit events, or neither")
+        self._tenant = tenant
+        self._service = service
         if batch_size < 1 or flush_interval <= 0 or max_spool_bytes < 0 or queue_size < 1:
             raise ValueError("batch_size, flush_interval and queue_size must be positive")
         self.url = url
@@ -295,6 +308,9 @@ class TranslogHandler(logging.Handler):
 
     def _event_json(self, record: logging.LogRecord, key: str) -> bytes:
         """The event payload for ``record`` (see the module docstring)."""
+        if self._tenant is not None and self._service is not None:
+            audit_event = event_from_record(record, key, tenant=self._tenant, service=self._service)
+            return encode_event(audit_event)
         event: dict[str, Any] = {
             "event_id": key,
             "time": int(record.created * 1000),

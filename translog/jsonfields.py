@@ -10,7 +10,9 @@ Integers are JSON numbers in ``[0, 2^63)``. This module is pure.
 from __future__ import annotations
 
 import binascii
+import json
 from collections.abc import Mapping
+from typing import Any
 
 from translog.errors import MalformedError
 from translog.merkle import HASH_SIZE
@@ -18,6 +20,24 @@ from translog.note import decode_base64
 
 MAX_INT = (1 << 63) - 1
 """Largest integer a field may hold (sizes, indexes and times are signed 64-bit)."""
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses duplicate keys and ``NaN``/``Infinity`` (``ValueError``)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
 
 
 def encode_base64(data: bytes) -> str:

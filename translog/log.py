@@ -72,6 +72,10 @@ def _log_recovery(fut: asyncio.Future[list[Appended]]) -> None:
         log.warning("re-sequenced %d promised entries", len(fut.result()))
 
 
+Indexer = Callable[[int, Sequence[NewEntry]], Sequence[tuple[bytes, bytes]]]
+"""``indexer(start, entries)``: index records for the entries about to be stored at ``start``."""
+
+
 def now_ms() -> int:
     """Wall-clock UTC time in milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
@@ -196,9 +200,12 @@ class Log:
         tree_head_signer: TreeHeadSigner | None = None,
         options: LogOptions | None = None,
         cosign: Cosign | None = None,
+        indexer: Indexer | None = None,
     ) -> None:
         self.storage = storage
         self.cosign = cosign
+        self.indexer = indexer
+        """Builds secondary-index records for each batch, written in the batch's transaction."""
         self.origin = origin
         self.signer = signer
         self.tree_head_signer = tree_head_signer
@@ -529,7 +536,8 @@ class Log:
                 ts = max(ts, acc.timestamp_ms)
             plan.append(row)
         if entries or promised_done:
-            batch = WriteBatch(start, entries, nodes, ts, dedupe, promised_done)
+            puts = self.indexer(start, entries) if self.indexer is not None and entries else ()
+            batch = WriteBatch(start, entries, nodes, ts, dedupe, promised_done, puts)
             self.storage.append(batch)
             self._frontier = frontier
             self.batch_sizes.observe(len(entries))

@@ -3,13 +3,18 @@
 The store is a JSON file (mode 0600) in the data directory::
 
     {"tokens": [{"name": "ci", "hash": "<hex sha256>", "scopes": ["submit"],
-                 "created_ms": 1764150000000, "revoked_ms": null, "rate_per_s": 0}]}
+                 "created_ms": 1764150000000, "revoked_ms": null, "rate_per_s": 0,
+                 "tenants": ["acme"]}]}
 
 Scopes: ``submit`` (POST entries), ``read`` (committed payloads and salts, and the tree when
 ``server.public_tree`` is false), ``admin`` (administrative endpoints). A token string is
 ``tl_`` + 32 random bytes in URL-safe base64; only its hash is ever written, and neither the
 token nor its hash is logged. The server re-reads the file when it changes, so
 ``translog token create/revoke`` take effect without a restart.
+
+Tenants: audit-event searches and reads (``/events/...``) need a ``read`` token scoped to the
+event's tenant (``tenants``; ``"*"`` means every tenant). A token without tenants searches
+nothing. Older token files without the field load with no tenants.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from translog.errors import AuthError, ConfigError, ForbiddenError, NotFoundError
@@ -40,6 +45,12 @@ class TokenInfo:
     revoked_ms: int | None = None
     rate_per_s: float = 0.0
     """Per-token submission rate limit in entries per second (0 = unlimited)."""
+    tenants: tuple[str, ...] = ()
+    """Tenants whose audit events this token may search and read ("*": all)."""
+
+    def allows_tenant(self, tenant: str) -> bool:
+        """Whether this token may see the audit events of ``tenant``."""
+        return "*" in self.tenants or tenant in self.tenants
 
 
 def _digest(token: str) -> str:
@@ -66,7 +77,10 @@ class TokenStore:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             self._tokens = [
-                TokenInfo(**{**t, "scopes": tuple(t["scopes"])}) for t in data["tokens"]
+                TokenInfo(
+                    **{**t, "scopes": tuple(t["scopes"]), "tenants": tuple(t.get("tenants", ()))}
+                )
+                for t in data["tokens"]
             ]
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"token file {self.path} is malformed: {e}") from e
@@ -97,7 +111,11 @@ class TokenStore:
         self._mtime = self.path.stat().st_mtime
 
     def create(
-        self, name: str, scopes: tuple[str, ...] = ("submit",), rate_per_s: float = 0.0
+        self,
+        name: str,
+        scopes: tuple[str, ...] = ("submit",),
+        rate_per_s: float = 0.0,
+        tenants: tuple[str, ...] = (),
     ) -> str:
         """Create a token; returns the token string (shown once, never stored)."""
         self.reload_if_changed()
@@ -108,9 +126,18 @@ class TokenStore:
             raise ConfigError(f"token scopes: unknown {bad}; choose from {', '.join(SCOPES)}")
         if any(t.name == name and t.revoked_ms is None for t in self._tokens):
             raise ConfigError(f"a live token named {name!r} exists; revoke it first")
+        for tenant in tenants:
+            if not tenant or len(tenant) > 64 or tenant.strip() != tenant:
+                raise ConfigError(f"token tenant {tenant!r}: use 1-64 characters, or * for all")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         info = TokenInfo(
-            name, _digest(token), tuple(scopes), time.time_ns() // 10**6, None, rate_per_s
+            name,
+            _digest(token),
+            tuple(scopes),
+            time.time_ns() // 10**6,
+            None,
+            rate_per_s,
+            tuple(dict.fromkeys(tenants)),
         )
         self._tokens.append(info)
         self._save()
@@ -123,9 +150,7 @@ class TokenStore:
         now = time.time_ns() // 10**6
         for i, t in enumerate(self._tokens):
             if t.name == name and t.revoked_ms is None:
-                self._tokens[i] = TokenInfo(
-                    t.name, t.hash, t.scopes, t.created_ms, now, t.rate_per_s
-                )
+                self._tokens[i] = replace(t, revoked_ms=now)
                 found = True
         if not found:
             raise NotFoundError(f"no live token named {name!r}")

@@ -105,7 +105,15 @@ def test_file_is_0600_and_holds_only_hashes(path: Path) -> None:
     data = json.loads(text)
     (record,) = data["tokens"]
     assert record["hash"] == hashlib.sha256(token.encode()).hexdigest()
-    assert set(record) == {"name", "hash", "scopes", "created_ms", "revoked_ms", "rate_per_s"}
+    assert set(record) == {
+        "name",
+        "hash",
+        "scopes",
+        "created_ms",
+        "revoked_ms",
+        "rate_per_s",
+        "tenants",
+    }
     assert not list(path.parent.glob("*.tmp")), "no temporary file is left behind"
 
 
@@ -246,3 +254,17 @@ def test_dev_init_adds_a_token_to_an_existing_log(
     os.chmod(data / "dev-token", 0o644)
     assert main(["dev-init", "--data", str(data)]) == 1
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_tenant_scopes(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    token = store.create("auditor", ("read",), tenants=("acme", "acme", "globex"))
+    info = TokenStore(tmp_path / "tokens.json").authenticate(token, "read")
+    assert info.tenants == ("acme", "globex")
+    assert info.allows_tenant("acme") and not info.allows_tenant("initech")
+    star = store.authenticate(store.create("all", ("read",), tenants=("*",)), "read")
+    assert star.allows_tenant("initech")
+    plain = store.authenticate(store.create("plain", ("read",)), "read")
+    assert not plain.allows_tenant("acme")
+    with pytest.raises(ConfigError, match="tenant"):
+        store.create("bad", ("read",), tenants=(" x",))

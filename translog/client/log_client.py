@@ -9,7 +9,7 @@ submissions (:mod:`~translog.client.submissions`); the package docstring has the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +26,8 @@ from translog.client.state import State
 from translog.client.submissions import Submitter
 from translog.client.transport import Transport
 from translog.errors import ConflictError, MalformedError, NotFoundError
+from translog.events.builder import encode_event
+from translog.events.schema import validate_event
 from translog.leaf import decode_leaf
 from translog.merkle import HASH_SIZE, leaf_hash
 from translog.note import MAX_NOTE_SIZE
@@ -244,6 +246,15 @@ class LogClient:
         self._check_published(receipt, wait)
         await self._reconcile_note(receipt.checkpoint)
         return receipt
+
+    async def submit_event(self, event: Mapping[str, Any], *, wait: str = "durable") -> Receipt:
+        """Validate a ``translog.event/v1`` event (:func:`translog.events.builder.build_event`
+        makes one), submit it committed with its ``id`` as the idempotency key, return the
+        receipt. An invalid event raises ``EventError`` naming the field, before any request."""
+        validate_event(event)
+        return await self.submit(
+            encode_event(event), kind="committed", idempotency_key=str(event["id"]), wait=wait
+        )
 
     async def submit_batch(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -122,6 +122,10 @@ class SyncLogClient:
         return self._run(
             self._client.submit(payload, kind=kind, idempotency_key=idempotency_key, wait=wait)
         )
+
+    def submit_event(self, event: Mapping[str, Any], *, wait: str = "durable") -> Receipt:
+        """See :meth:`LogClient.submit_event`."""
+        return self._run(self._client.submit_event(event, wait=wait))
 
     def submit_batch(
         self,

@@ -27,7 +27,7 @@ from aiohttp import web
 from translog.config import Config
 from translog.ct import TreeHeadSigner
 from translog.errors import ConfigError
-from translog.http import keys, ops, read, submit
+from translog.http import keys, ops, read, search, submit
 from translog.http.errors import error_middleware
 from translog.keyfile import read_private_file
 from translog.log import Log, LogOptions
@@ -49,6 +49,7 @@ def make_app(
     tree_head_signer: TreeHeadSigner | None = None,
     tokens: TokenStore | None = None,
     witness_policy: WitnessPolicy | None = None,
+    data_dir: Path | None = None,
 ) -> web.Application:
     """Build the application for one log. The log starts when the app starts.
 
@@ -88,6 +89,10 @@ def make_app(
     read.add_routes(app, prefix)
     ops.add_routes(app, prefix)
     app.cleanup_ctx.append(_run_log)
+    if config.events.enabled:
+        if data_dir is not None:
+            app[search.DATA_DIR] = data_dir
+        search.setup(app, prefix)
     return app
 
 

@@ -50,7 +50,7 @@ from aiohttp import web
 from aiohttp.web_response import ContentCoding
 
 from translog.errors import MalformedError, NotFoundError, StorageCorruptError
-from translog.http.auth import require
+from translog.http.auth import note_payload_read, require
 from translog.http.keys import CONFIG, LOG
 from translog.leaf import KIND_COMMITTED, Leaf, decode_leaf
 from translog.log import Log, SignedCheckpoint
@@ -157,6 +157,7 @@ async def get_entry(request: web.Request) -> web.Response:
     if leaf.kind == KIND_COMMITTED and not _leaf_only(request):
         _require_payloads(request)
         view.update(_committed_fields(entry))
+        note_payload_read(request, entry.index)
     return _json(request, view, NO_STORE)
 
 
@@ -169,6 +170,7 @@ async def get_payload(request: web.Request) -> web.Response:
         payload = entry.payload
         if payload is None:
             raise NotFoundError(f"the payload of entry {entry.index} was erased")
+        note_payload_read(request, entry.index)
     else:
         payload = leaf.payload or b""
     resp = web.Response(

@@ -53,6 +53,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from translog.config import Config
 from translog.errors import MalformedError, PushbackError, TooLargeError, TranslogError
+from translog.events.schema import validate_payloads
 from translog.http.auth import require
 from translog.http.errors import RateLimitedError, UnsupportedMediaTypeError, status_for
 from translog.http.keys import CONFIG, LOG, METRICS
@@ -288,6 +289,8 @@ async def _submit(
 ) -> web.Response:
     """The part both routes share: rate, idempotency scope, then receipt or promise."""
     app = request.app
+    if app[CONFIG].events.enabled:
+        validate_payloads((it.where, it.payload) for it in items)
     committed = _committed_flags(items, kind, app[CONFIG].server.default_kind)
     app[STATE].limit(token, len(items))
     digests = [None if it.key is None else scope_key(token.name, it.key) for it in items]

@@ -26,6 +26,7 @@ Contract, in short:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,6 +70,25 @@ class WriteBatch:
     dedupe: Mapping[bytes, int] = field(default_factory=dict)
     promised_done: Sequence[int] = ()
     """Promise records (see :meth:`Storage.put_promised`) this batch sequences; deleted with it."""
+    index_puts: Sequence[tuple[bytes, bytes]] = ()
+    """Secondary-index records (the ``index`` keyspace, see :meth:`Storage.index_write`) written
+    in the same transaction as the entries, so indexes are exactly as durable as the log."""
+
+
+class IndexReader(Protocol):
+    """A consistent snapshot of the ``index`` keyspace (sorted bytes keys → bytes values)."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key``, or None."""
+        ...
+
+    def seek(self, key: bytes) -> tuple[bytes, bytes] | None:
+        """The first record whose key is ``>= key``, or None."""
+        ...
+
+    def seek_before(self, key: bytes) -> tuple[bytes, bytes] | None:
+        """The last record whose key is ``< key``, or None."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +180,21 @@ class Storage(Protocol):
 
         Returns False when there was nothing to erase (inline leaf or already erased).
         """
+        ...
+
+    def index_reader(self) -> AbstractContextManager[IndexReader]:
+        """A read snapshot of the ``index`` keyspace (short-lived: no await inside)."""
+        ...
+
+    def index_write(
+        self,
+        puts: Sequence[tuple[bytes, bytes]] = (),
+        deletes: Sequence[bytes] = (),
+        *,
+        clear_prefix: bytes | None = None,
+    ) -> None:
+        """Durably, in one transaction: delete every key starting with ``clear_prefix``, then
+        ``deletes`` (missing keys are fine), then ``puts``. Writer thread only."""
         ...
 
     def close(self) -> None:

@@ -19,6 +19,8 @@ sub-database              key                         value
 ``checkpoints``           u64 size                    u64 ts || signed note (first per size)
 ``promised``              u64 promise sequence        u8 key length || key || entry value
                                                       (accepted with ?wait=0, not yet sequenced)
+``index``                 tag byte || ...             secondary indexes of audit events
+                                                      (translog/events/index.py owns the keys)
 ========================  ==========================  ==========================================
 
 Entry records (docs/FORMATS.md §7) come in three shapes, told apart by the byte at offset 9,
@@ -228,7 +230,7 @@ class LMDBStorage:
             self._env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
-                max_dbs=_MAX_LEVEL // 2 + 8,
+                max_dbs=_MAX_LEVEL // 2 + 12,
                 subdir=True,
                 sync=True,
                 metasync=True,
@@ -248,6 +250,7 @@ class LMDBStorage:
             self._byhash = self._env.open_db(b"byhash", create=create, dupsort=True)
             self._history = self._env.open_db(b"checkpoints", create=create)
             self._promised_db = self._env.open_db(b"promised", create=create)
+            self._index_db = self._env.open_db(b"index", create=create)
             self._levels = [
                 self._env.open_db(b"h%02d" % level, create=create)
                 for level in range(0, _MAX_LEVEL, 2)
@@ -381,11 +384,15 @@ class LMDBStorage:
                 txn.put(key, _pack(index), db=self._dedupe)
             for seq in batch.promised_done:
                 txn.delete(_pack(seq), db=self._promised_db)
+            if batch.index_puts:
+                with txn.cursor(db=self._index_db) as cur:
+                    cur.putmulti(sorted(batch.index_puts))
             txn.put(b"size", _pack(new_size), db=self._meta)
             txn.put(b"ts", _pack(batch.timestamp_ms), db=self._meta)
             return new_tail
 
         estimate = 40 * len(batch.nodes) + 24 * len(blobs) + sum(map(len, blobs))
+        estimate += sum(len(k) + len(v) + 16 for k, v in batch.index_puts)
         action = f"append {len(batch.entries)} entries at {batch.start}"
         self._tail = self._write(action, fn, estimate)
         self._size = new_size
@@ -440,6 +447,37 @@ class LMDBStorage:
 
         self._write(f"erase the payload of entry {index}", fn, len(entry.leaf) + 64)
         return True
+
+    def index_write(
+        self,
+        puts: Sequence[tuple[bytes, bytes]] = (),
+        deletes: Sequence[bytes] = (),
+        *,
+        clear_prefix: bytes | None = None,
+    ) -> None:
+        if self._closed:
+            raise StorageError("storage is closed")
+        ordered = sorted(puts)
+
+        def fn(txn: lmdb.Transaction) -> None:
+            with txn.cursor(db=self._index_db) as cur:
+                if clear_prefix is not None and cur.set_range(clear_prefix):
+                    while cur.key()[: len(clear_prefix)] == clear_prefix:
+                        if not cur.delete():
+                            break
+                for key in deletes:
+                    if cur.set_key(key):
+                        cur.delete()
+                if ordered:
+                    cur.putmulti(ordered)
+
+        estimate = sum(len(k) + len(v) + 16 for k, v in ordered)
+        self._write(f"update {len(ordered)} index records", fn, estimate)
+
+    @contextlib.contextmanager
+    def index_reader(self) -> Iterator[_LMDBIndexReader]:
+        with self._read() as txn, txn.cursor(db=self._index_db) as cur:
+            yield _LMDBIndexReader(cur)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -597,6 +635,7 @@ class LMDBStorage:
             "byhash": self._byhash,
             "checkpoints": self._history,
             "promised": self._promised_db,
+            "index": self._index_db,
         }
         for level in range(0, _MAX_LEVEL, 2):
             handles[f"h{level:02d}"] = self._levels[level >> 1]
@@ -611,3 +650,27 @@ class LMDBStorage:
         if not self._closed:
             self._closed = True
             self._env.close()
+
+
+class _LMDBIndexReader:
+    """Seeks over the ``index`` sub-database inside one read transaction."""
+
+    def __init__(self, cursor: lmdb.Cursor) -> None:
+        self._cur = cursor
+
+    def get(self, key: bytes) -> bytes | None:
+        cur = self._cur
+        return bytes(cur.value()) if cur.set_key(key) else None
+
+    def seek(self, key: bytes) -> tuple[bytes, bytes] | None:
+        cur = self._cur
+        if not cur.set_range(key):
+            return None
+        return bytes(cur.key()), bytes(cur.value())
+
+    def seek_before(self, key: bytes) -> tuple[bytes, bytes] | None:
+        cur = self._cur
+        found = cur.prev() if cur.set_range(key) else cur.last()
+        if not found:
+            return None
+        return bytes(cur.key()), bytes(cur.value())

@@ -12,6 +12,8 @@ and that node hashes never change, and offers fault injection for tests:
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
@@ -36,6 +38,8 @@ class MemoryStorage:
         self._latest: StoredCheckpoint | None = None
         self._ts = 0
         self._promised: dict[int, PromisedEntry] = {}
+        self._index_keys: list[bytes] = []
+        self._index: dict[bytes, bytes] = {}
         self.fail_next: Fault | None = None
         self.appends = 0
 
@@ -84,6 +88,7 @@ class MemoryStorage:
             self._dedupe.update(batch.dedupe)
             for seq in batch.promised_done:
                 self._promised.pop(seq, None)
+            self._index_put(batch.index_puts)
             self._ts = batch.timestamp_ms
             self.appends += 1
             self._maybe_fail("after")
@@ -144,5 +149,61 @@ class MemoryStorage:
             self._entries[index] = StoredEntry(index, e.leaf)
             return True
 
+    def _index_put(self, puts: Sequence[tuple[bytes, bytes]]) -> None:
+        for key, value in puts:
+            if key not in self._index:
+                bisect.insort(self._index_keys, key)
+            self._index[key] = value
+
+    @contextlib.contextmanager
+    def index_reader(self) -> Iterator[_MemoryIndexReader]:
+        with self._lock:
+            snapshot = _MemoryIndexReader(list(self._index_keys), dict(self._index))
+        yield snapshot
+
+    def index_write(
+        self,
+        puts: Sequence[tuple[bytes, bytes]] = (),
+        deletes: Sequence[bytes] = (),
+        *,
+        clear_prefix: bytes | None = None,
+    ) -> None:
+        with self._lock:
+            self._maybe_fail("before")
+            if clear_prefix is not None:
+                for key in [k for k in self._index_keys if k.startswith(clear_prefix)]:
+                    del self._index[key]
+                self._index_keys = sorted(self._index)
+            for key in deletes:
+                if self._index.pop(key, None) is not None:
+                    self._index_keys.remove(key)
+            self._index_put(puts)
+            self._maybe_fail("after")
+
     def close(self) -> None:
         pass
+
+
+class _MemoryIndexReader:
+    """A snapshot of the memory twin's index keyspace."""
+
+    def __init__(self, keys: list[bytes], values: dict[bytes, bytes]) -> None:
+        self._keys = keys
+        self._values = values
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._values.get(key)
+
+    def seek(self, key: bytes) -> tuple[bytes, bytes] | None:
+        i = bisect.bisect_left(self._keys, key)
+        if i == len(self._keys):
+            return None
+        k = self._keys[i]
+        return k, self._values[k]
+
+    def seek_before(self, key: bytes) -> tuple[bytes, bytes] | None:
+        i = bisect.bisect_left(self._keys, key)
+        if i == 0:
+            return None
+        k = self._keys[i - 1]
+        return k, self._values[k]
