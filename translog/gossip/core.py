@@ -138,6 +138,11 @@ class Gossip:
         self._pending: dict[tuple[str, int, bytes, int, bytes], _Pending] = {}
         self._session: aiohttp.ClientSession | None = None
 
+    def set_peers(self, peers: tuple[str, ...]) -> None:
+        """Replace the peer list (keeps the status of peers that stay)."""
+        self.peers = peers
+        self.peer_status = {p: self.peer_status.get(p, PeerStatus()) for p in peers}
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
