@@ -170,9 +170,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(data_dir.signer.vkey, flush=True)
 
     ready_file = Path(args.ready_file) if args.ready_file else None
-    asyncio.run(
-        run_server(app, host, port, ready_file=ready_file, on_ready=ready, ssl_context=ssl_context)
-    )
+    workers = config.server.workers if args.workers is None else args.workers
+    if workers:
+        from translog.http.hub import run_multiprocess
+
+        tls = None
+        if config.server.tls_cert:
+            tls = (
+                data_dir.resolve(config.server.tls_cert),
+                data_dir.resolve(config.server.tls_key),
+            )
+        serving = run_multiprocess(
+            app,
+            host,
+            port,
+            workers=workers,
+            tokens_file=data_dir.resolve(config.server.tokens_file),
+            tls=tls,
+            ready_file=ready_file,
+            on_ready=ready,
+        )
+    else:
+        serving = run_server(
+            app, host, port, ready_file=ready_file, on_ready=ready, ssl_context=ssl_context
+        )
+    asyncio.run(serving)
     return EXIT_OK
 
 
@@ -679,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from translog.config import MAX_WORKERS
     from translog.tokens import SCOPES
 
     p = sub.add_parser("serve", help="serve the log over HTTP")
@@ -686,6 +709,13 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
     p.add_argument("--listen", metavar="HOST:PORT", help="override server.listen; port 0 = any")
     p.add_argument("--ready-file", metavar="PATH", help="write the bound port here once serving")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        choices=range(MAX_WORKERS + 1),
+        help="override server.workers: HTTP worker processes (0 = one process)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("dev-init", help="create a development log and token once (make run)")

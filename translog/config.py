@@ -77,6 +77,10 @@ class PublisherSection:
     """Promise (?wait=0) deadline: an accepted entry is in the tree within this delay."""
 
 
+MAX_WORKERS = 64
+"""Most HTTP worker processes ``server.workers`` allows."""
+
+
 @dataclass(frozen=True)
 class ServerSection:
     """[server]: HTTP front end."""
@@ -104,6 +108,11 @@ class ServerSection:
     Needs tls_key too."""
     tls_key: str = ""
     """PEM private key for tls_cert; the file must be mode 0600."""
+    workers: int = 2
+    """HTTP worker processes. 0: one process serves HTTP and runs the log. N >= 1: N worker
+    processes share the port (SO_REUSEPORT) and answer every request; one log process
+    sequences, signs and stores (docs/ARCHITECTURE.md, "Process model"). The default, 2,
+    measured best on a 2-core machine."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,8 @@ class Config:
             raise ConfigError("server.tls_cert and server.tls_key: set both or neither")
         if self.storage.max_map_size_mb < 0:
             raise ConfigError("storage.max_map_size_mb: must be 0 (no limit) or positive")
+        if not 0 <= self.server.workers <= MAX_WORKERS:
+            raise ConfigError(f"server.workers: must be between 0 and {MAX_WORKERS}")
         if self.server.default_kind not in ("committed", "inline"):
             raise ConfigError('server.default_kind: must be "committed" or "inline"')
         if self.server.prefix and (

@@ -46,7 +46,16 @@ from translog.errors import (
     TooLargeError,
     TranslogError,
 )
-from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, inline_leaf, new_salts, verify_payload
+from translog.leaf import (
+    COMMITMENT_SIZE,
+    KIND_COMMITTED,
+    MAX_INLINE_PAYLOAD,
+    SALT_SIZE,
+    committed_leaf,
+    inline_leaf,
+    new_salts,
+    verify_payload,
+)
 from translog.merkle import Frontier, leaf_hash, prove_consistency, prove_inclusion, tree_hash
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.signing import NoteSigner, parse_vkey
@@ -353,6 +362,35 @@ class Log:
                     )
                 leaf = inline_leaf(ts, payload)
                 out.append(Accepted(leaf, leaf_hash(leaf), ts, None))
+        return out
+
+    def accept_prepared(
+        self, salts: Sequence[bytes | None], data: Sequence[bytes]
+    ) -> list[Accepted]:
+        """Build leaves whose expensive part was computed elsewhere (an HTTP worker process).
+
+        Per entry, ``salts[i]`` and ``data[i]`` are the salt and ``SHA-256(salt || payload)``
+        of a committed leaf, or None and the payload of an inline one. Only the timestamp is
+        fixed here, exactly as :meth:`accept` fixes it, so timestamps stay non-decreasing in
+        pool order whichever process built the rest.
+        """
+        ts = self._timestamp()
+        inline = inline_leaf(ts, b"")
+        committed = inline[:-1] + bytes([KIND_COMMITTED])
+        out: list[Accepted] = []
+        for salt, value in zip(salts, data, strict=True):
+            if salt is None:
+                if len(value) > MAX_INLINE_PAYLOAD:
+                    raise TooLargeError(
+                        f"inline payload of {len(value)} bytes exceeds the "
+                        f"{MAX_INLINE_PAYLOAD}-byte limit of a leaf; submit it committed"
+                    )
+                leaf = inline + value
+            else:
+                if len(salt) != SALT_SIZE or len(value) != COMMITMENT_SIZE:
+                    raise MalformedError("a prepared committed entry needs a salt and a digest")
+                leaf = committed + value
+            out.append(Accepted(leaf, leaf_hash(leaf), ts, salt))
         return out
 
     def submit(

@@ -91,7 +91,7 @@ class TokenStore:
         if self.path is None:
             return
         try:
-            mtime = self.path.stat().st_mtime
+            mtime = os.stat(self.path).st_mtime  # os.stat: pathlib's costs more on every request
         except FileNotFoundError:
             return
         if mtime != self._mtime:

@@ -81,6 +81,7 @@ class Server:
     log: Log
     workdir: Path
     name: str
+    workers: int = 0
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
 
@@ -98,6 +99,7 @@ class Server:
     async def start(self) -> None:
         argv = [sys.executable, "-m", "translog", "serve", "--data", str(self.log.data)]
         argv += ["--listen", "127.0.0.1:0", "--ready-file", str(self.ready_file)]
+        argv += ["--workers", str(self.workers)]
         with (
             open(self.workdir / f"{self.name}.stdout", "wb") as out,
             open(self.workdir / f"{self.name}.stderr", "wb") as err,
@@ -127,8 +129,8 @@ class Server:
 def servers(tmp_path: Path) -> Any:
     started: list[Server] = []
 
-    def make(log: Log, name: str) -> Server:
-        server = Server(log, tmp_path, name)
+    def make(log: Log, name: str, workers: int = 0) -> Server:
+        server = Server(log, tmp_path, name, workers)
         started.append(server)
         return server
 
@@ -278,10 +280,36 @@ async def check_online(server: Server, acked: Acked) -> None:
             verify_inclusion(e.leaf_hash, e.index, cp.size, path, cp.root_hash)
 
 
-async def test_sigkill_then_restart_keeps_every_acknowledged_entry(log: Log, servers: Any) -> None:
-    first = servers(log, "first")
+def children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_sigkill_then_restart_keeps_every_acknowledged_entry(
+    log: Log, servers: Any, workers: int
+) -> None:
+    first = servers(log, "first", workers)
     await first.start()
     assert f"translog serving {ORIGIN} at {first.url}" in first.output("stdout")
+    assert first.proc is not None
+    helpers = children(first.proc.pid)
+    assert len(helpers) == workers
 
     async def kill_mid_stream(acked: Acked) -> None:
         await wait_for(lambda: acked.entries >= 2500 and len(acked.promises) >= 5)
@@ -291,9 +319,11 @@ async def test_sigkill_then_restart_keeps_every_acknowledged_entry(log: Log, ser
 
     acked = await load(first, kill_mid_stream)
     assert first.proc is not None and first.proc.returncode == -signal.SIGKILL
+    # Workers notice at once that the log process is gone and exit.
+    await wait_for(lambda: not any(alive(pid) for pid in helpers), timeout=10)
     check_offline(log, acked)
 
-    second = servers(log, "second")
+    second = servers(log, "second", workers)
     await second.start()
     async with aiohttp.ClientSession() as session:
         headers = {"Authorization": f"Bearer {log.token}"}
@@ -315,8 +345,11 @@ async def test_sigkill_then_restart_keeps_every_acknowledged_entry(log: Log, ser
     assert log.token not in first.output("stderr") + second.output("stderr")
 
 
-async def test_sigterm_drains_and_publishes_a_final_checkpoint(log: Log, servers: Any) -> None:
-    server = servers(log, "term")
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_sigterm_drains_and_publishes_a_final_checkpoint(
+    log: Log, servers: Any, workers: int
+) -> None:
+    server = servers(log, "term", workers)
     await server.start()
     codes: list[int] = []
 
@@ -365,13 +398,15 @@ def test_a_readable_private_key_stops_serve(log: Log, tmp_path: Path, key: str) 
     assert not ready.exists()
 
 
-def test_a_busy_port_is_an_error(log: Log, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_busy_port_is_an_error(log: Log, tmp_path: Path, workers: str) -> None:
     import socket
 
     with contextlib.closing(socket.socket()) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = cli("serve", "--data", str(log.data), "--listen", f"127.0.0.1:{port}", check=False)
+        argv = ["--listen", f"127.0.0.1:{port}", "--workers", workers]
+        result = cli("serve", "--data", str(log.data), *argv, check=False)
     assert result.returncode == 1
     assert f"couldn't listen on 127.0.0.1:{port}" in result.stderr

@@ -14,6 +14,7 @@ or SIGINT.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import signal
@@ -134,6 +135,7 @@ def configure_logging() -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
     access.propagate = False
+    atexit.register(ops.ACCESS_LINES.flush)
 
 
 def write_ready_file(path: Path, port: int) -> None:
@@ -173,13 +175,13 @@ async def run_server(
     """
     runner = web.AppRunner(
         app,
-        access_log_class=ops.AccessLogger,
+        access_log_class=ops.BufferedAccessLogger,
         access_log=logging.getLogger("translog.access"),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     # Handlers go in before anything can learn the port: a signal that arrives right after
     # the ready file appears must still mean a graceful shutdown.
-    received = _install_signal_handlers()
+    received = install_signal_handlers()
     await runner.setup()
     try:
         bound = await _listen(runner, host, port, ssl_context)
@@ -189,10 +191,11 @@ async def run_server(
             write_ready_file(ready_file, bound)
         _log.info("%s: draining accepted entries, then a final checkpoint", (await received).name)
     finally:
-        _remove_signal_handlers()
+        remove_signal_handlers()
         if ready_file is not None:
             ready_file.unlink(missing_ok=True)
         await runner.cleanup()
+        ops.ACCESS_LINES.flush()
     if keys.LOG in app:
         published = app[keys.LOG].published
         shown = "none" if published is None else published.size
@@ -210,7 +213,7 @@ async def _listen(
     return int(runner.addresses[0][1])
 
 
-def _install_signal_handlers() -> asyncio.Future[signal.Signals]:
+def install_signal_handlers() -> asyncio.Future[signal.Signals]:
     loop = asyncio.get_running_loop()
     received: asyncio.Future[signal.Signals] = loop.create_future()
 
@@ -223,7 +226,7 @@ def _install_signal_handlers() -> asyncio.Future[signal.Signals]:
     return received
 
 
-def _remove_signal_handlers() -> None:
+def remove_signal_handlers() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)

@@ -19,9 +19,11 @@ harmless parameters; any other value is replaced by ``"<redacted>"``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.resources
 import json
+import os
 from typing import Any
 
 from aiohttp import web
@@ -211,17 +213,92 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Emit one JSON line for a finished request."""
-        record = {
-            "remote": request.remote,
-            "method": request.method,
-            "path": request.path[:512],
-            "query": _safe_query(request),
-            "status": response.status,
-            "bytes": response.body_length,
-            "duration_ms": round(time * 1000, 3),
-            "authenticated": "Authorization" in request.headers,
-        }
-        self.logger.info(json.dumps(record, separators=(",", ":")))
+        self.logger.info(access_line(request, response, time))
+
+
+class BufferedAccessLogger(AccessLogger):
+    """The access log ``translog serve`` uses: the same lines, written to stderr in batches.
+
+    Going through ``logging`` (a record, a formatter, a locked handler, one unbuffered
+    ``write`` per request) cost about as much as answering a small request. Lines are instead
+    kept in :data:`ACCESS_LINES` and written with one ``write`` every
+    :data:`ACCESS_FLUSH_SECONDS` (or 64 KiB), and when the server stops. A crash loses at most
+    that long of access log, never a log entry.
+    """
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """Queue one JSON line for a finished request."""
+        ACCESS_LINES.add(access_line(request, response, time))
+
+
+_quote = json.encoder.encode_basestring_ascii
+
+
+def access_line(request: web.BaseRequest, response: web.StreamResponse, time: float) -> str:
+    """One access log line: the compact JSON object ``json.dumps`` would give, built directly."""
+    remote = request.remote
+    query = _safe_query(request) if request.query_string else {}
+    return (
+        f'{{"remote":{"null" if remote is None else _quote(remote)},'
+        f'"method":{_quote(request.method)},"path":{_quote(request.path[:512])},'
+        f'"query":{json.dumps(query, separators=(",", ":")) if query else "{}"},'
+        f'"status":{response.status},"bytes":{response.body_length},'
+        f'"duration_ms":{round(time * 1000, 3)!r},'
+        f'"authenticated":{"true" if "Authorization" in request.headers else "false"}}}'
+    )
+
+
+ACCESS_FLUSH_SECONDS = 0.05
+"""Longest time an access log line waits before it is written."""
+
+
+class LineBuffer:
+    """Text lines for a file descriptor, written in batches from the event loop."""
+
+    def __init__(self, fd: int = 2, delay: float = ACCESS_FLUSH_SECONDS, limit: int = 1 << 16):
+        self.fd = fd
+        self._delay = delay
+        self._limit = limit
+        self._lines: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, line: str) -> None:
+        """Queue a line (without its newline); written within the delay."""
+        self._lines.append(line)
+        self._size += len(line) + 1
+        if self._size >= self._limit:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        """Write every queued line now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        data = memoryview(("\n".join(self._lines) + "\n").encode("utf-8", "replace"))
+        self._lines.clear()
+        self._size = 0
+        while data:
+            try:
+                written = os.write(self.fd, data)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return  # stderr is gone; nothing else can report it
+            data = data[written:]
+
+
+ACCESS_LINES = LineBuffer()
+"""The access log lines of this process, for :class:`BufferedAccessLogger`."""
 
 
 def _safe_query(request: web.BaseRequest) -> dict[str, str]:

@@ -1,0 +1,531 @@
+"""An HTTP worker process of the multi-process server (``server.workers`` >= 1).
+
+Started by the log process (:mod:`translog.http.hub`) as ``python -m translog.http.worker FD
+N``, where FD is its end of a private ``socketpair``. It binds the server's port with
+``SO_REUSEPORT`` (the kernel spreads connections over the workers), answers every request,
+and writes the access log. It never opens the storage.
+
+* ``POST /add`` and ``POST /add-batch`` with the default ``wait=durable``, no idempotency
+  key, and a token without a rate limit take the **fast path**: the worker authenticates,
+  reads and parses the body, checks the limits, draws the salts and computes the commitments,
+  and hands the entries to the log process, coalescing every such request of one event-loop
+  tick into one message. The answer (one range proof for the whole message, once the entries
+  are durable in a signed tree) becomes each request's receipt here (:mod:`translog.fastreceipt`),
+  checked against the checkpoint's root before it is sent.
+* **Everything else**, and every request the fast path would refuse, is proxied to the log
+  process's ordinary app, so its answer, status, headers and error are exactly those of the
+  single-process server. Successful public, immutable answers (full tiles and entry bundles)
+  are kept in a bounded in-memory cache and served from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from translog import errors
+from translog.config import Config, parse_config
+from translog.errors import MalformedError, TranslogError
+from translog.events.schema import validate_payloads
+from translog.fastreceipt import (
+    RunHashes,
+    batch_receipt_json,
+    quote_checkpoint,
+    single_receipt_json,
+)
+from translog.http import app as app_module
+from translog.http import ops
+from translog.http.auth import bearer
+from translog.http.errors import error_middleware, status_for
+from translog.http.hub import die_with_parent, pack, read_message, unpacker
+from translog.http.read import accepts_gzip
+from translog.http.submit import _committed_flags, _Item, _read_body, parse_batch
+from translog.leaf import KIND_COMMITTED, SALT_SIZE, inline_leaf
+from translog.merkle import HASH_SIZE
+from translog.tokens import TokenInfo, TokenStore
+
+log = logging.getLogger("translog.worker")
+
+CACHE_BYTES = 64 << 20
+"""Bytes of immutable answers (full tiles, entry bundles) a worker keeps in memory."""
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "content-length",
+    }
+)
+_NOT_FORWARDED_BACK = _HOP_BY_HOP | {"date", "server"}
+_KINDS = frozenset({"committed", "inline"})
+_PLAIN_TYPES = frozenset({"application/x-ndjson", "application/json"})
+
+
+class Run:
+    """One answer of the log process: consecutive entries, their checkpoint and range proof."""
+
+    __slots__ = ("_hashes", "_quoted", "leaf_hashes", "note", "proof", "root", "size", "start")
+
+    def __init__(
+        self, start: int, size: int, root: bytes, note: bytes, proof: list[bytes], hashes: bytes
+    ) -> None:
+        self.start, self.size, self.root, self.note = start, size, root, note
+        self.proof, self.leaf_hashes = proof, hashes
+        self._hashes: RunHashes | None = None
+        self._quoted: str | None = None
+
+    def hashes(self) -> RunHashes:
+        """Every subtree hash of the run, checked against the checkpoint root (made once)."""
+        if self._hashes is None:
+            end = self.start + len(self.leaf_hashes) // HASH_SIZE
+            self._hashes = RunHashes(
+                self.start, end, self.size, self.leaf_hashes, self.proof, self.root
+            )
+        return self._hashes
+
+    def quoted_checkpoint(self) -> str:
+        """The checkpoint note as a JSON string (made once)."""
+        if self._quoted is None:
+            self._quoted = quote_checkpoint(self.note)
+        return self._quoted
+
+
+_Placed = tuple[Run, int, int]
+"""A request's share of a run: the run, the offset of its first entry, its timestamp."""
+
+
+def _error(name: str, reason: str, retry_after: float) -> TranslogError:
+    """Rebuild an error the log process reported, as the same class."""
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, TranslogError)):
+        cls = errors.StorageError
+    if issubclass(cls, errors.PushbackError):
+        return cls(reason, retry_after=retry_after)
+    return cls(reason)
+
+
+class HubClient:
+    """The worker's side of the fast path: coalesces submissions, routes the answers."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, stream: msgpack.Unpacker, writer: asyncio.StreamWriter
+    ) -> None:
+        self._reader, self._stream, self._writer = reader, stream, writer
+        self._next = 0
+        self._pending: dict[int, list[tuple[asyncio.Future[_Placed], int]]] = {}
+        self._queue: list[list[Any]] = []
+        self._waiting: list[tuple[asyncio.Future[_Placed], int]] = []
+        self._scheduled = False
+
+    def add(
+        self,
+        started: float,
+        batch: bool,
+        salts: list[bytes | None],
+        data: list[bytes],
+        bodies: list[bytes | None],
+    ) -> asyncio.Future[_Placed]:
+        """Queue one request's entries for the next message; resolves once they are durable."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_Placed] = loop.create_future()
+        self._queue.append([started, batch, salts, data, bodies])
+        self._waiting.append((fut, len(salts)))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        self._next += 1
+        self._pending[self._next] = self._waiting
+        self._writer.write(pack(["add", self._next, self._queue]))
+        self._queue, self._waiting = [], []
+
+    def inc(self, name: str, amount: int, **labels: str) -> None:
+        """Increment a counter in the log process's metrics."""
+        self._writer.write(pack(["inc", name, amount, labels]))
+
+    async def run(self) -> None:
+        """Route answers until the log process goes away; then exit at once."""
+        while True:
+            msg = await read_message(self._reader, self._stream)
+            if msg is None:
+                break
+            self._answer(msg)
+        log.critical("the log process went away; worker exiting")
+        logging.shutdown()
+        os._exit(1)
+
+    def _answer(self, msg: list[Any]) -> None:
+        waiting = self._pending.pop(msg[0])
+        if msg[1] == "ok":
+            _, _, start, size, root, note, proof, stamps, hashes = msg
+            run = Run(start, size, root, note, proof, hashes)
+            offset = 0
+            for (fut, n), ts in zip(waiting, stamps, strict=True):
+                if not fut.done():
+                    fut.set_result((run, offset, ts))
+                offset += n
+            return
+        for fut, _ in waiting:
+            if not fut.done():
+                fut.set_exception(_error(msg[2], msg[3], msg[4]))
+
+
+class Worker:
+    """Per-process state: config, tokens, the hub connection, the proxy and its cache."""
+
+    def __init__(self, config: Config, tokens: TokenStore, hub: HubClient, proxy: str) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.hub = hub
+        self._proxy_path = proxy
+        self._session: aiohttp.ClientSession | None = None
+        self._cache: collections.OrderedDict[tuple[str, bool], web.Response] = (
+            collections.OrderedDict()
+        )
+        self._cached_bytes = 0
+
+    def token(self, request: web.Request) -> TokenInfo | None:
+        """The caller's token if it may take the fast path; None sends the request upstream."""
+        try:
+            token = self.tokens.authenticate(bearer(request), "submit")
+        except TranslogError:
+            return None
+        return token if token.rate_per_s <= 0 else None
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The body (limits as upstream); a refusal is counted in the log process's metrics."""
+        try:
+            return await _read_body(request, self.config.server.max_body_bytes)
+        except TranslogError as e:
+            self.hub.inc("translog_submissions_rejected_total", 1, reason=status_for(e)[1])
+            raise
+
+    async def proxy(self, request: web.Request, body: bytes | None = None) -> web.Response:
+        """Answer ``request`` with the log process's own app (``body``: already read)."""
+        gzip = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        key = (request.raw_path, gzip)
+        if request.method == "GET":
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return _copy(hit)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=self._proxy_path, limit=256),
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
+        )
+        data: Any = None
+        if body is not None:
+            data = body
+        elif request.body_exists:
+            data = request.content
+            if request.content_length is not None:
+                headers["Content-Length"] = str(request.content_length)
+        url = URL("http://translog.internal" + request.raw_path, encoded=True)
+        try:
+            async with self._session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False
+            ) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+                back = CIMultiDict(
+                    (k, v)
+                    for k, v in upstream.headers.items()
+                    if k.lower() not in _NOT_FORWARDED_BACK
+                )
+        except aiohttp.ClientError as e:
+            raise errors.PushbackError(
+                f"the log process did not answer: {e.__class__.__name__}", retry_after=1.0
+            ) from e
+        response = web.Response(status=status, body=payload, headers=back)
+        control = back.get("Cache-Control", "")
+        if (
+            request.method == "GET"
+            and status == 200
+            and control.startswith("public")
+            and "immutable" in control
+        ):
+            self._keep(key, response, len(payload))
+        return response
+
+    def _keep(self, key: tuple[str, bool], response: web.Response, size: int) -> None:
+        if size > CACHE_BYTES // 64:
+            return
+        self._cache[key] = response
+        self._cached_bytes += size
+        while self._cached_bytes > CACHE_BYTES:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= old.content_length or 0
+
+    async def close(self) -> None:
+        """Close the proxy's connections."""
+        if self._session is not None:
+            await self._session.close()
+
+
+def _copy(cached: web.Response) -> web.Response:
+    """A fresh response with a cached answer's status, headers and body."""
+    assert isinstance(cached.body, bytes)
+    return web.Response(status=cached.status, body=cached.body, headers=cached.headers.copy())
+
+
+WORKER = web.AppKey("translog.worker", Worker)
+
+
+def make_worker_app(config: Config, worker: Worker) -> web.Application:
+    """The worker's app: the two fast-path routes, and a proxy for every other request."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=config.server.max_body_bytes
+    )
+    app[WORKER] = worker
+    prefix = config.server.prefix
+    app.router.add_post(f"{prefix}/add", post_add)
+    app.router.add_post(f"{prefix}/add-batch", post_add_batch)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+async def proxy(request: web.Request) -> web.Response:
+    """Any request the worker does not answer itself."""
+    return await request.app[WORKER].proxy(request)
+
+
+def _plain_query(request: web.Request) -> tuple[bool, str | None]:
+    """(whether the query allows the fast path, ``kind`` or None)."""
+    query = request.query
+    kind: str | None = None
+    for name in query:
+        values = query.getall(name)
+        if len(values) != 1:
+            return False, None
+        if name == "wait":
+            if values[0] != "durable":
+                return False, None
+        elif name == "kind" and values[0] in _KINDS:
+            kind = values[0]
+        else:
+            return False, None
+    return True, kind
+
+
+def _prepare(
+    payloads: list[bytes], committed: list[bool]
+) -> tuple[list[bytes | None], list[bytes], list[bytes | None]]:
+    """Per entry: salt, commitment (or the inline payload), and the payload to store."""
+    salts: list[bytes | None] = []
+    data: list[bytes] = []
+    bodies: list[bytes | None] = []
+    randomness = os.urandom(SALT_SIZE * sum(committed))
+    at = 0
+    sha = hashlib.sha256
+    for payload, keep in zip(payloads, committed, strict=True):
+        if keep:
+            salt = randomness[at : at + SALT_SIZE]
+            at += SALT_SIZE
+            salts.append(salt)
+            data.append(sha(salt + payload).digest())
+            bodies.append(payload)
+        else:
+            salts.append(None)
+            data.append(payload)
+            bodies.append(None)
+    return salts, data, bodies
+
+
+def _leaf(ts: int, salt: bytes | None, data: bytes) -> bytes:
+    header = inline_leaf(ts, b"")
+    return header + data if salt is None else header[:-1] + bytes([KIND_COMMITTED]) + data
+
+
+async def post_add(request: web.Request) -> web.Response:
+    """``POST /add``: the fast path, or upstream for anything it does not cover."""
+    started = time.monotonic()
+    w = request.app[WORKER]
+    plain, kind = _plain_query(request)
+    server = w.config.server
+    length = request.content_length
+    if (
+        not plain
+        or "Idempotency-Key" in request.headers
+        or (length is not None and length > server.max_body_bytes)
+        or w.token(request) is None
+    ):
+        return await w.proxy(request)
+    body = await w.read_body(request)
+    try:
+        if len(body) > server.max_payload_bytes:
+            raise MalformedError("over the payload limit")
+        if w.config.events.enabled:
+            validate_payloads([("payload", body)])
+        committed = _committed_flags([_Item(body, "payload")], kind, server.default_kind)
+    except TranslogError:
+        return await w.proxy(request, body)
+    salts, data, bodies = _prepare([body], committed)
+    run, offset, ts = await w.hub.add(started, False, salts, data, bodies)
+    index = run.start + offset
+    hashes = run.hashes()
+    at = offset * HASH_SIZE
+    receipt = single_receipt_json(
+        run.quoted_checkpoint(),
+        index,
+        _leaf(ts, salts[0], data[0]),
+        run.leaf_hashes[at : at + HASH_SIZE],
+        ts,
+        salts[0],
+        hashes.inclusion_proof_json(index),
+    )
+    return _receipt(receipt)
+
+
+async def post_add_batch(request: web.Request) -> web.Response:
+    """``POST /add-batch``: the fast path, or upstream for anything it does not cover."""
+    started = time.monotonic()
+    w = request.app[WORKER]
+    plain, kind = _plain_query(request)
+    server = w.config.server
+    length = request.content_length
+    if (
+        not plain
+        or "Idempotency-Key" in request.headers
+        or request.content_type not in _PLAIN_TYPES
+        or (length is not None and length > server.max_body_bytes)
+        or w.token(request) is None
+    ):
+        return await w.proxy(request)
+    body = await w.read_body(request)
+    try:
+        items = parse_batch(body, request.content_type, server.max_batch_entries)
+        limit = server.max_payload_bytes
+        if any(it.key is not None or len(it.payload) > limit for it in items):
+            raise MalformedError("needs the log process")
+        if w.config.events.enabled:
+            validate_payloads((it.where, it.payload) for it in items)
+        committed = _committed_flags(items, kind, server.default_kind)
+    except TranslogError:
+        return await w.proxy(request, body)
+    salts, data, bodies = _prepare([it.payload for it in items], committed)
+    run, offset, ts = await w.hub.add(started, True, salts, data, bodies)
+    start = run.start + offset
+    receipt = batch_receipt_json(
+        run.quoted_checkpoint(),
+        start,
+        [_leaf(ts, s, d) for s, d in zip(salts, data, strict=True)],
+        run.leaf_hashes,
+        [ts] * len(items),
+        salts,
+        run.hashes().range_proof(start, start + len(items)),
+        offset * HASH_SIZE,
+    )
+    return _receipt(receipt)
+
+
+def _receipt(body: bytes) -> web.Response:
+    return web.Response(
+        status=200,
+        body=body,
+        headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
+    )
+
+
+# -------------------------------------------------------------------------------- process
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+async def serve(fd: int) -> int:
+    """Run one worker over the connection ``fd`` until SIGTERM (exit code)."""
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+    stream = unpacker()
+    hello = await read_message(reader, stream)
+    if hello is None:
+        return 1
+    config = parse_config(hello["config"], source="log process")
+    app_module.configure_logging()
+    hub = HubClient(reader, stream, writer)
+    worker = Worker(config, TokenStore(Path(hello["tokens"])), hub, hello["proxy"])
+    runner = web.AppRunner(
+        make_worker_app(config, worker),
+        access_log_class=ops.BufferedAccessLogger,
+        access_log=logging.getLogger("translog.access"),
+        shutdown_timeout=app_module.SHUTDOWN_TIMEOUT,
+    )
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def on_term() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    await runner.setup()
+    host, port = hello["host"], hello["port"]
+    try:
+        listener = _listen(host, port)
+    except OSError as e:
+        writer.write(pack(["error", f"couldn't listen on {host}:{port}: {e.strerror or e}"]))
+        await writer.drain()
+        return 1
+    context = None
+    if hello["tls"]:
+        try:
+            context = app_module.tls_context(Path(hello["tls"][0]), Path(hello["tls"][1]))
+        except TranslogError as e:
+            writer.write(pack(["error", str(e)]))
+            await writer.drain()
+            return 1
+    await web.SockSite(runner, listener, ssl_context=context).start()
+    answers = asyncio.create_task(hub.run())
+    writer.write(pack(["ready"]))
+    await stop
+    await runner.cleanup()  # stops accepting; requests in progress still reach the log process
+    await worker.close()
+    ops.ACCESS_LINES.flush()
+    answers.cancel()
+    writer.close()
+    return 0
+
+
+def main() -> None:
+    """Entry point: ``python -m translog.http.worker FD NUMBER``."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the log process decides when to stop
+    sys.exit(asyncio.run(serve(int(sys.argv[1]))))
+
+
+if __name__ == "__main__":
+    main()
