@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +20,13 @@ from tests.integration.test_read import ClientFactory, Env, checkpoint, grow, st
 from translog.ct import verify_tree_head
 from translog.errors import PushbackError, SequencerFatalError
 from translog.http.keys import METRICS
-from translog.http.ops import AccessLogger, health_problems, render_log_metrics
+from translog.http.ops import (
+    AccessLogger,
+    LineBuffer,
+    access_line,
+    health_problems,
+    render_log_metrics,
+)
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.signing import parse_vkey
 from translog.storage.memory import MemoryStorage
@@ -390,3 +397,48 @@ async def test_checkpoint_still_served_with_stale_health(
     monkeypatch.setattr(translog.log, "now_ms", lambda: published.timestamp_ms + 10**9)
     await env.get_json("/healthz", status=503)
     assert (await checkpoint(env)).size == 0
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/add", "/ct/v1/get-entries?start=1&end=2&token=x", '/tile/0/x\u00e9"\\?hash=%22', "/"],
+)
+def test_access_line_is_the_json_of_the_record(target: str) -> None:
+    headers = {"Authorization": "Bearer t"} if "start" in target else {}
+    request = make_mocked_request("GET", target, headers=headers)
+    response = web.Response(status=201, body=b"x" * 7)
+    line = access_line(request, response, 0.0123456)
+    record = {
+        "remote": request.remote,
+        "method": "GET",
+        "path": request.path,
+        "query": dict(request.query)
+        if "token" not in target
+        else {"start": "1", "end": "2", "token": "<redacted>"},
+        "status": 201,
+        "bytes": response.body_length,
+        "duration_ms": 12.346,
+        "authenticated": "start" in target,
+    }
+    assert line == json.dumps(record, separators=(",", ":"))
+
+
+async def test_buffered_access_lines_are_written_in_batches() -> None:
+    read, write = os.pipe()
+    try:
+        lines = LineBuffer(write, delay=0.01, limit=100)
+        lines.add("one")
+        lines.add("two")
+        os.set_blocking(read, False)
+        with pytest.raises(BlockingIOError):
+            os.read(read, 100)  # nothing written yet: one write per batch
+        await asyncio.sleep(0.05)
+        assert os.read(read, 100) == b"one\ntwo\n"
+        lines.add("x" * 120)  # over the limit: written at once
+        assert os.read(read, 200) == b"x" * 120 + b"\n"
+        lines.add("last")
+        lines.flush()
+        assert os.read(read, 100) == b"last\n"
+    finally:
+        os.close(read)
+        os.close(write)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -12,13 +13,15 @@ import translog.log as logmod
 from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from translog.ct import TreeHeadSigner, verify_tree_head
 from translog.errors import (
+    MalformedError,
     PushbackError,
     SequencerFatalError,
     StorageCorruptError,
     StorageFullError,
+    TooLargeError,
 )
 from translog.fsck import fsck
-from translog.leaf import decode_leaf
+from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, decode_leaf, inline_leaf
 from translog.log import Log, LogOptions
 from translog.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from translog.signing import NoteSigner, parse_vkey
@@ -261,3 +264,37 @@ async def test_promised_entries_survive_a_crash(
     stamps = [decode_leaf(e.leaf).timestamp_ms for e in entries]
     assert stamps == sorted(stamps)
     assert fsck(memory_storage, parse_vkey(signer.vkey), ORIGIN).ok
+
+
+async def test_accept_prepared_builds_the_leaves_accept_would(
+    memory_log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    salt = bytes(range(32))
+    payload = b"prepared payload"
+    fixed = 1_800_000_000_000
+    monkeypatch.setattr(logmod, "now_ms", lambda: fixed)
+    [committed, inline] = memory_log.accept_prepared(
+        [salt, None], [hashlib.sha256(salt + payload).digest(), b"inline payload"]
+    )
+    assert committed.leaf == committed_leaf(fixed, payload, salt) and committed.salt == salt
+    assert inline.leaf == inline_leaf(fixed, b"inline payload") and inline.salt is None
+    for acc in (committed, inline):
+        assert acc.leaf_hash == leaf_hash(acc.leaf) and acc.timestamp_ms == fixed
+    # The clock going back does not make timestamps go back.
+    monkeypatch.setattr(logmod, "now_ms", lambda: fixed - 5000)
+    [later] = memory_log.accept_prepared([None], [b"x"])
+    assert later.timestamp_ms == fixed
+    with pytest.raises(TooLargeError):
+        memory_log.accept_prepared([None], [bytes(MAX_INLINE_PAYLOAD + 1)])
+    with pytest.raises(MalformedError):
+        memory_log.accept_prepared([b"short salt"], [bytes(32)])
+    with pytest.raises(MalformedError):
+        memory_log.accept_prepared([salt], [b"not a digest"])
+    appended = await memory_log.submit(
+        [payload, None, None],  # type: ignore[list-item]
+        accepted=[committed, inline, later],
+    )
+    stored = memory_log.entries(appended[0].index, appended[0].index + 3)
+    assert [e.leaf for e in stored] == [committed.leaf, inline.leaf, later.leaf]
+    assert stored[0].payload == payload and stored[0].salt == salt
+    assert stored[1].payload is None and stored[1].salt is None

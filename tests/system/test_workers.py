@@ -1,0 +1,182 @@
+"""``translog serve --workers 2``: the multi-process server answers exactly as one process does.
+
+One server per test module (starting one costs about a second): the fast path (plain durable
+submissions) and every request the workers proxy to the log process (promises, idempotency
+keys, errors, reads, metrics), pushback with Retry-After from the log process's pool, the
+tile cache, and a worker that dies being replaced. SIGKILL and SIGTERM of the whole server
+are in test_serve.py, parametrised over the number of workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.system.test_serve import ORIGIN, Log, Server, alive, children, cli, wait_for
+from translog.receipt import parse_receipt, verify_promise, verify_receipt
+
+pytestmark = pytest.mark.system
+
+MAX_PENDING = 1500
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, aiohttp.ClientSession]]:
+    data = tmp_path / "data"
+    vkey = cli("init", "--data", str(data), "--origin", ORIGIN).stdout.strip().splitlines()[-1]
+    token = cli("token", "create", "--data", str(data), "--name", "system").stdout.strip()
+    config = data / "translog.toml"
+    text = config.read_text().replace("max_pending = 100000", f"max_pending = {MAX_PENDING}")
+    assert f"max_pending = {MAX_PENDING}" in text
+    config.write_text(text)
+    server = Server(Log(data, vkey, token), tmp_path, "workers", workers=2)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield server, session
+    finally:
+        server.kill_if_running()
+
+
+def auth(server: Server, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.log.token}", **extra}
+
+
+async def post(
+    session: aiohttp.ClientSession, server: Server, path: str, body: bytes, **headers: str
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    async with session.post(f"{server.url}{path}", data=body, headers=headers) as r:
+        text = await r.read()
+        return r.status, json.loads(text) if text.startswith(b"{") else text, r
+
+
+def ndjson(payloads: list[bytes]) -> bytes:
+    return b"\n".join(b'"' + base64.b64encode(p) + b'"' for p in payloads)
+
+
+async def post_batch(
+    session: aiohttp.ClientSession, server: Server, body: bytes, query: str = ""
+) -> tuple[int, Any, aiohttp.ClientResponse]:
+    headers = auth(server, **{"Content-Type": "application/x-ndjson"})
+    return await post(session, server, f"/add-batch{query}", body, **headers)
+
+
+async def test_fast_path_and_proxied_submissions(
+    served: tuple[Server, aiohttp.ClientSession],
+) -> None:
+    server, session = served
+    vkey = server.log.vkey
+    # Fast path: concurrent singles and a batch, coalesced into messages to the log process.
+    singles = [b"single %d" % i for i in range(40)]
+    answers = await asyncio.gather(
+        *(post(session, server, "/add", p, **auth(server)) for p in singles)
+    )
+    for payload, (status, body, _) in zip(singles, answers, strict=True):
+        assert status == 200, body
+        verify_receipt(body, vkey, payload)
+    assert len({body["index"] for _, body, _ in answers}) == len(singles)
+    batch = [b"batch %d" % i for i in range(300)]
+    status, body, _ = await post_batch(session, server, ndjson(batch), "?wait=durable&kind=inline")
+    assert status == 200, body
+    verify_receipt(body, vkey, payloads=batch)
+    assert all("salt" not in e for e in body["entries"])  # kind=inline honoured
+    # Proxied: idempotency keys (header and per entry), promises, wait=published.
+    keyed = auth(server, **{"Idempotency-Key": "k-1"})
+    first = await post(session, server, "/add", b"keyed", **keyed)
+    again = await post(session, server, "/add", b"keyed", **keyed)
+    assert first[0] == again[0] == 200
+    assert again[1]["duplicate"] and again[1]["index"] == first[1]["index"]
+    entries = json.dumps(
+        [{"payload_b64": base64.b64encode(b"e").decode(), "idempotency_key": "k-2"}]
+    ).encode()
+    json_type = auth(server, **{"Content-Type": "application/json"})
+    status, body, _ = await post(session, server, "/add-batch", entries, **json_type)
+    assert status == 200 and not body["entries"][0]["duplicate"]
+    status, body, _ = await post(session, server, "/add-batch", entries, **json_type)
+    assert status == 200 and body["entries"][0]["duplicate"]
+    status, promise, _ = await post(session, server, "/add?wait=0", b"promised", **auth(server))
+    assert status == 202
+    verify_promise(promise, vkey)
+    status, body, _ = await post(
+        session, server, "/add?wait=published", b"published", **auth(server)
+    )
+    assert status == 200
+    verify_receipt(body, vkey, b"published")
+    assert parse_receipt(body).entries[0].index > first[1]["index"]
+
+
+async def test_errors_pushback_and_metrics(served: tuple[Server, aiohttp.ClientSession]) -> None:
+    server, session = served
+    status, body, r = await post(session, server, "/add", b"x", Authorization="Bearer nope")
+    assert status == 401 and body["error"] == "unauthorized"
+    assert r.headers["WWW-Authenticate"] == 'Bearer realm="translog"'
+    status, body, _ = await post(session, server, "/add?wait=later", b"x", **auth(server))
+    assert status == 400 and "wait" in body["reason"]
+    status, body, _ = await post(session, server, "/add?kind=inline", b"x" * 70_000, **auth(server))
+    assert status == 413 and body["error"] == "too_large"
+    status, body, _ = await post_batch(session, server, b'"not base64!"')
+    assert status == 400 and body["reason"].startswith("line 1")
+    # More entries than the pool holds: the log process refuses them, with Retry-After.
+    too_many = [b"%d" % i for i in range(MAX_PENDING + 1)]
+    status, body, r = await post_batch(session, server, ndjson(too_many))
+    assert status == 503 and body["error"] == "pushback"
+    assert int(r.headers["Retry-After"]) >= 1
+    status, _, _ = await post(session, server, "/add", b"fine", **auth(server))
+    assert status == 200
+    async with session.get(f"{server.url}/metrics") as r:
+        metrics = await r.text()
+    for line in (
+        'translog_submissions_rejected_total{reason="unauthorized"} 1',
+        'translog_submissions_rejected_total{reason="malformed"} 2',
+        'translog_submissions_rejected_total{reason="too_large"} 1',
+        'translog_submissions_rejected_total{reason="pushback"} 1',
+        'translog_submissions_total{mode="single",wait="durable"} 1',
+        "translog_receipt_seconds_count 1",
+    ):
+        assert line in metrics, line
+
+
+async def test_reads_tiles_and_a_replaced_worker(
+    served: tuple[Server, aiohttp.ClientSession],
+) -> None:
+    server, session = served
+    payloads = [b"%d" % i for i in range(300)]
+    status, _, _ = await post_batch(session, server, ndjson(payloads))
+    assert status == 200
+    tiles = []
+    for _ in range(4):  # answered by both workers, from the log process or a worker's cache
+        async with session.get(f"{server.url}/tile/0/000") as r:
+            assert r.status == 200 and "immutable" in r.headers["Cache-Control"]
+            tiles.append(await r.read())
+    assert len(tiles[0]) == 256 * 32 and all(t == tiles[0] for t in tiles)
+    async with session.get(
+        f"{server.url}/tile/entries/000", headers={"Accept-Encoding": "gzip"}
+    ) as r:
+        assert r.status == 200 and r.headers.get("Content-Encoding") == "gzip"
+    async with session.get(f"{server.url}/nowhere") as r:
+        assert r.status == 404 and (await r.json())["error"] == "not_found"
+    async with session.get(f"{server.url}/healthz") as r:
+        assert r.status == 200 and (await r.json())["status"] == "ok"
+    # A worker that dies is replaced; the other keeps serving meanwhile.
+    assert server.proc is not None
+    before = children(server.proc.pid)
+    assert len(before) == 2
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    await wait_for(lambda: not alive(victim))
+    await wait_for(lambda: len(children(server.proc.pid) - before) == 1, timeout=15)
+    for i in range(6):  # new connections, spread over both workers
+        async with aiohttp.ClientSession() as fresh:
+            status, _, _ = await post(fresh, server, "/add", b"after %d" % i, **auth(server))
+            assert status == 200
+    assert server.stop(signal.SIGTERM) == 0
+    assert "worker" in server.output("stderr") and "starting it again" in server.output("stderr")

@@ -1,0 +1,117 @@
+"""Receipts derived from one range proof (the multi-process fast path) are the usual receipts.
+
+The JSON must be byte for byte what ``format_receipt`` gives for the same entries, the derived
+proofs must be the ones storage gives, and a range proof that does not lead to the signed
+root must never become a receipt.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.errors import StorageCorruptError
+from translog.fastreceipt import (
+    RunHashes,
+    batch_receipt_json,
+    quote_checkpoint,
+    single_receipt_json,
+)
+from translog.leaf import committed_leaf, inline_leaf
+from translog.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
+from translog.receipt import ReceiptEntry, build_receipt, format_receipt, verify_receipt
+from translog.signing import NoteSigner
+
+from ..conftest import ORIGIN
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _tree(n: int) -> tuple[MemoryHashes, list[bytes], list[bytes | None]]:
+    rng = random.Random(n)
+    tree = MemoryHashes()
+    leaves: list[bytes] = []
+    salts: list[bytes | None] = []
+    for i in range(n):
+        if i % 3:
+            salt = rng.randbytes(32)
+            leaf = committed_leaf(1_700_000_000_000 + i, b"p%d" % i, salt)
+        else:
+            salt, leaf = None, inline_leaf(1_700_000_000_000 + i, f"é {i}".encode())
+        leaves.append(leaf)
+        salts.append(salt)
+        tree.append(leaf_hash(leaf))
+    return tree, leaves, salts
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "size"), [(0, 1, 1), (5, 6, 6), (3, 17, 21), (0, 64, 64), (100, 229, 300)]
+)
+def test_receipts_match_format_receipt_byte_for_byte(
+    signer: NoteSigner, start: int, end: int, size: int
+) -> None:
+    tree, leaves, salts = _tree(size)
+    cp = Checkpoint(ORIGIN, size, tree.root())
+    note = sign_checkpoint(cp, signer)
+    hashes = b"".join(leaf_hash(leaf) for leaf in leaves[start:end])
+    run = RunHashes(start, end, size, hashes, prove_range(start, end, size, tree), cp.root_hash)
+    quoted = quote_checkpoint(note)
+    ts = [1_700_000_000_000 + i for i in range(size)]
+    for index in (start, (start + end) // 2, end - 1):
+        assert run.inclusion_proof(index) == list(prove_inclusion(index, size, tree))
+        entry = ReceiptEntry(
+            index, leaves[index], leaf_hash(leaves[index]), ts[index], salts[index]
+        )
+        expected = _COMPACT.encode(
+            format_receipt(build_receipt(note, size, [entry], tree, batch=False))
+        ).encode()
+        got = single_receipt_json(
+            quoted,
+            index,
+            leaves[index],
+            entry.leaf_hash,
+            ts[index],
+            salts[index],
+            run.inclusion_proof_json(index),
+        )
+        assert got == expected
+        verify_receipt(json.loads(got), signer.vkey)
+    # A batch request's sub-run, and the whole run.
+    for lo, hi in ((start, end), (start + (end - start) // 3, end)):
+        entries = [
+            ReceiptEntry(i, leaves[i], leaf_hash(leaves[i]), ts[i], salts[i]) for i in range(lo, hi)
+        ]
+        expected = _COMPACT.encode(
+            format_receipt(build_receipt(note, size, entries, tree, batch=True))
+        ).encode()
+        got = batch_receipt_json(
+            quoted,
+            lo,
+            leaves[lo:hi],
+            hashes,
+            ts[lo:hi],
+            salts[lo:hi],
+            run.range_proof(lo, hi),
+            (lo - start) * 32,
+        )
+        assert got == expected
+        verify_receipt(json.loads(got), signer.vkey)
+
+
+def test_a_proof_that_misses_the_root_never_becomes_a_receipt() -> None:
+    tree, leaves, _ = _tree(40)
+    hashes = b"".join(leaf_hash(leaf) for leaf in leaves[10:20])
+    proof = list(prove_range(10, 20, 40, tree))
+    RunHashes(10, 20, 40, hashes, proof, tree.root())
+    bad = [proof[0][:-1] + bytes([proof[0][-1] ^ 1]), *proof[1:]]
+    with pytest.raises(StorageCorruptError, match="does not give the checkpoint root"):
+        RunHashes(10, 20, 40, hashes, bad, tree.root())
+    with pytest.raises(StorageCorruptError, match="too short"):
+        RunHashes(10, 20, 40, hashes, proof[:-1], tree.root())
+    with pytest.raises(StorageCorruptError, match="does not give"):
+        RunHashes(10, 20, 40, hashes, [*proof, proof[0]], tree.root())
+    with pytest.raises(StorageCorruptError, match="does not fit"):
+        RunHashes(10, 20, 40, hashes[:-32], proof, tree.root())
