@@ -33,6 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from translog.ct import TreeHeadSigner
@@ -81,6 +82,7 @@ def _log_recovery(fut: asyncio.Future[list[Appended]]) -> None:
         log.warning("re-sequenced %d promised entries", len(fut.result()))
 
 
+T = TypeVar("T")
 Indexer = Callable[[int, Sequence[NewEntry]], Sequence[tuple[bytes, bytes]]]
 """``indexer(start, entries)``: index records for the entries about to be stored at ``start``."""
 
@@ -663,6 +665,11 @@ class Log:
         fut: asyncio.Future[SignedCheckpoint] = asyncio.get_running_loop().create_future()
         self._published_waiters.append((min_size, fut))
         return await fut
+
+    async def on_writer(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the single writer thread (storage writes other than batches)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, fn)
 
     # -- reads -------------------------------------------------------------------------
 

@@ -27,3 +27,19 @@ def test_index_keyspace(storage: Storage) -> None:
     with storage.index_reader() as r:
         assert r.seek(b"p") == (b"p9", b"")
         assert r.get(b"e1") == b"rec"
+
+
+def test_index_write_erases_atomically(storage: Storage) -> None:
+    ts = (1).to_bytes(8, "big")
+    leaf = b"\x01" + ts + b"\x01" + bytes(32)
+    import hashlib
+
+    salt, payload = bytes(range(32)), b"secret"
+    leaf = b"\x01" + ts + b"\x01" + hashlib.sha256(salt + payload).digest()
+    storage.append(WriteBatch(0, [NewEntry(leaf, salt, payload)], [], 1))
+    assert storage.index_write([(b"e0", b"rec")], erase=[0]) == 1
+    entry = storage.get_entries(0, 1)[0]
+    assert entry.leaf == leaf and entry.payload is None and entry.salt is None
+    assert storage.index_write(erase=[0]) == 0
+    with storage.index_reader() as r:
+        assert r.get(b"e0") == b"rec"

@@ -8,11 +8,23 @@ on stderr). The erasure, legal hold and retention commands send an admin token's
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from translog.cli import EXIT_OK, _data_arg, _data_config, _Progress
-from translog.errors import ConfigError
+from translog.errors import (
+    AuthError,
+    ConfigError,
+    ConflictError,
+    ForbiddenError,
+    MalformedError,
+    NetworkError,
+    NotFoundError,
+)
 from translog.events.audit import admin_event, operator, spool_admin_event
 
 
@@ -50,6 +62,88 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+ADMIN_TOKEN_ENV = "TRANSLOG_ADMIN_TOKEN"
+
+
+def admin_request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """One JSON request to a log's admin API with the admin token; errors name the reason."""
+    token = args.token or os.environ.get(ADMIN_TOKEN_ENV)
+    if not token:
+        raise ConfigError(f"an admin token is needed: --token or ${ADMIN_TOKEN_ENV}")
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.loads(e.read()).get("reason", e.reason)
+        except ValueError:
+            reason = e.reason
+        error = {401: AuthError, 403: ForbiddenError, 404: NotFoundError, 409: ConflictError}
+        raise error.get(e.code, MalformedError)(f"{e.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise NetworkError(f"couldn't reach {args.url}: {e}") from None
+
+
+def _cmd_erase(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"reason": args.reason}
+    if args.subject is not None:
+        if args.tenant is None or args.index:
+            raise ConfigError("--subject needs --tenant (and no --index)")
+        body |= {"tenant": args.tenant, "subject": args.subject}
+    elif args.index:
+        body["indexes"] = args.index
+    else:
+        raise ConfigError("give --index N (repeatable) or --tenant T --subject S")
+    result = admin_request(args, "POST", "/admin/erase", body)
+    print(
+        f"erased {result['erased']} payloads; the erasure is logged as entry "
+        f"{result['erasure_entry']}"
+    )
+    for index, why in result.get("skipped", {}).items():
+        print(f"  entry {index}: {why}")
+    return EXIT_OK
+
+
+def _cmd_hold(args: argparse.Namespace) -> int:
+    if args.hold_command == "set":
+        body = {"name": args.name, "tenant": args.tenant, "reason": args.reason}
+        if args.subject:
+            body["subject"] = args.subject
+        result = admin_request(args, "POST", "/admin/holds", body)
+        print(f"legal hold {args.name!r} in force (logged as entry {result['entry']})")
+    elif args.hold_command == "release":
+        result = admin_request(args, "DELETE", f"/admin/holds/{args.name}")
+        print(f"legal hold {args.name!r} released (logged as entry {result['entry']})")
+    else:
+        for h in admin_request(args, "GET", "/admin/holds")["holds"]:
+            subject = h["subject"] or "*"
+            print(
+                f"{h['name']}  tenant={h['tenant']}  subject={subject}  by={h['by']}  {h['reason']}"
+            )
+    return EXIT_OK
+
+
+def _cmd_retention_run(args: argparse.Namespace) -> int:
+    result = admin_request(args, "POST", "/admin/retention/run", {})
+    print(f"retention: erased {result['erased']} payloads {result['by_category']}")
+    if result.get("entry") is not None:
+        print(f"  logged as entry {result['entry']}")
+    return EXIT_OK
+
+
+def _admin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="the log's base URL, e.g. http://host:8080")
+    p.add_argument("--token", help=f"token with scope admin (default: ${ADMIN_TOKEN_ENV})")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds for the request")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the audit-event commands."""
     p = sub.add_parser("reindex", help="rebuild the audit-event search indexes from the log")
@@ -57,3 +151,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_reindex)
+
+    p = sub.add_parser("erase", help="erase payloads of entries or of a subject (leaves stay)")
+    _admin_args(p)
+    p.add_argument("--index", type=int, action="append", help="entry index (repeatable)")
+    p.add_argument("--tenant", help="with --subject: the subject's tenant")
+    p.add_argument("--subject", help="erase every event whose actor or a target is this id")
+    p.add_argument("--reason", required=True, help="why (recorded in the log)")
+    p.set_defaults(func=_cmd_erase)
+
+    p = sub.add_parser("hold", help="legal holds: stop erasure and retention")
+    hsub = p.add_subparsers(dest="hold_command", metavar="ACTION", required=True)
+    h = hsub.add_parser("set", help="put a legal hold in force")
+    _admin_args(h)
+    h.add_argument("--name", required=True)
+    h.add_argument("--tenant", required=True, help="tenant, or * for all")
+    h.add_argument("--subject", help="only events naming this subject")
+    h.add_argument("--reason", required=True)
+    h.set_defaults(func=_cmd_hold)
+    h = hsub.add_parser("release", help="release a legal hold")
+    _admin_args(h)
+    h.add_argument("--name", required=True)
+    h.set_defaults(func=_cmd_hold)
+    h = hsub.add_parser("list", help="list legal holds")
+    _admin_args(h)
+    h.set_defaults(func=_cmd_hold)
+
+    p = sub.add_parser("retention", help="retention of audit-event payloads")
+    rsub = p.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
+    r = rsub.add_parser("run", help="erase every payload past its retention now")
+    _admin_args(r)
+    r.set_defaults(func=_cmd_retention_run)

@@ -10,6 +10,7 @@ key                                                    value
 ``e`` || u64 index                                     JSON erasure record (who, when, why)
 ``h`` || hold name                                     JSON legal hold
 ``s`` || ``indexed``                                   u64: entries [0, n) are indexed
+``t`` || tenant                                        empty: tenants seen (for retention)
 =====================================================  ======================================
 
 A term is ``SHA-256(field 0x00 tenant 0x00 value)[:8]`` (:func:`term_hash`), so every posting
@@ -48,6 +49,7 @@ POSTING = b"p"
 ERASED = b"e"
 HOLD = b"h"
 STATE = b"s"
+TENANT = b"t"
 _INDEXED = STATE + b"indexed"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -85,6 +87,7 @@ def _postings_of(
     start: int, entries: Sequence[NewEntry | StoredEntry]
 ) -> list[tuple[bytes, bytes]]:
     puts: list[tuple[bytes, bytes]] = []
+    tenants: set[str] = set()
     for i, e in enumerate(entries):
         payload = entry_payload(e.leaf, e.payload)
         if payload is None:
@@ -92,7 +95,22 @@ def _postings_of(
         event = try_parse_event(payload)
         if event is not None:
             puts += event_postings(start + i, event)
+            tenants.add(str(event["tenant"]))
+    puts += [(TENANT + t.encode(), b"") for t in sorted(tenants)]
     return puts
+
+
+def tenants(storage: Storage) -> list[str]:
+    """Every tenant that has events in the log."""
+    out: list[str] = []
+    with storage.index_reader() as r:
+        key = TENANT
+        while True:
+            item = r.seek(key)
+            if item is None or not item[0].startswith(TENANT):
+                return out
+            out.append(item[0][1:].decode())
+            key = item[0] + b"\x00"
 
 
 class EventIndexer:
@@ -246,6 +264,11 @@ def _candidates_asc(r: IndexReader, terms: list[bytes], lo: int, hi: int) -> Ite
                 candidate += 1
                 agreed = 0
             i = (i + 1) % len(terms)
+
+
+def candidates(r: IndexReader, terms: list[bytes], lo: int, hi: int) -> list[int]:
+    """Every index in ``[lo, hi)`` holding all ``terms``, ascending (unconfirmed)."""
+    return list(_candidates_asc(r, terms, lo, hi))
 
 
 def _candidates_desc(r: IndexReader, terms: list[bytes], lo: int, hi: int) -> Iterator[int]:

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from translog.errors import ForbiddenError, MalformedError, NotFoundError, Trans
 from translog.events import index as evindex
 from translog.events.audit import SelfAudit, take_spool
 from translog.events.schema import QUERY_FIELDS, Query, parse_time, try_parse_event
+from translog.http import admin_events
 from translog.http.auth import require
 from translog.http.keys import CONFIG, LOG
 from translog.leaf import KIND_COMMITTED
@@ -61,6 +63,7 @@ def setup(app: web.Application, prefix: str) -> None:
     app[SELF_AUDIT] = SelfAudit(config.self_tenant)
     app.router.add_get(prefix + "/events/search", get_search)
     app.router.add_get(prefix + "/events/{index}", get_event)
+    admin_events.add_routes(app, prefix)
     app.cleanup_ctx.append(_background)
 
 
@@ -242,12 +245,20 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _flush_loop(app: web.Application) -> None:
+    interval = app[CONFIG].events.retention_interval_s
+    next_sweep = time.monotonic() + min(interval, 60)
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         try:
             await flush(app)
         except TranslogError as e:
             log.error("couldn't record self-audit events: %s", e)
+        if interval and time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + interval
+            try:
+                await admin_events.run_retention(app, "retention")
+            except TranslogError as e:
+                log.error("retention sweep failed: %s", e)
 
 
 async def flush(app: web.Application) -> int:

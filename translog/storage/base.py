@@ -192,9 +192,12 @@ class Storage(Protocol):
         deletes: Sequence[bytes] = (),
         *,
         clear_prefix: bytes | None = None,
-    ) -> None:
+        erase: Sequence[int] = (),
+    ) -> int:
         """Durably, in one transaction: delete every key starting with ``clear_prefix``, then
-        ``deletes`` (missing keys are fine), then ``puts``. Writer thread only."""
+        ``deletes`` (missing keys are fine), then ``puts``, and erase the payloads of the
+        entries ``erase`` exactly as :meth:`erase_payload` does (so an erasure and its index
+        records are atomic). Returns how many payloads were erased. Writer thread only."""
         ...
 
     def close(self) -> None:

@@ -454,12 +454,23 @@ class LMDBStorage:
         deletes: Sequence[bytes] = (),
         *,
         clear_prefix: bytes | None = None,
-    ) -> None:
+        erase: Sequence[int] = (),
+    ) -> int:
         if self._closed:
             raise StorageError("storage is closed")
         ordered = sorted(puts)
 
-        def fn(txn: lmdb.Transaction) -> None:
+        def fn(txn: lmdb.Transaction) -> int:
+            erased = 0
+            for index in erase:
+                key = _pack(index)
+                raw = txn.get(key, db=self._entries)
+                if raw is None or index >= self._size:
+                    raise NotFoundError(f"entry {index} is not in the log")
+                entry = _parse_entry(index, bytes(raw))
+                if entry.salt is not None:
+                    txn.put(key, entry.leaf, db=self._entries)
+                    erased += 1
             with txn.cursor(db=self._index_db) as cur:
                 if clear_prefix is not None and cur.set_range(clear_prefix):
                     while cur.key()[: len(clear_prefix)] == clear_prefix:
@@ -470,9 +481,10 @@ class LMDBStorage:
                         cur.delete()
                 if ordered:
                     cur.putmulti(ordered)
+            return erased
 
-        estimate = sum(len(k) + len(v) + 16 for k, v in ordered)
-        self._write(f"update {len(ordered)} index records", fn, estimate)
+        estimate = sum(len(k) + len(v) + 16 for k, v in ordered) + 64 * len(erase)
+        return int(self._write(f"update {len(ordered)} index records", fn, estimate))
 
     @contextlib.contextmanager
     def index_reader(self) -> Iterator[_LMDBIndexReader]:

@@ -167,9 +167,16 @@ class MemoryStorage:
         deletes: Sequence[bytes] = (),
         *,
         clear_prefix: bytes | None = None,
-    ) -> None:
+        erase: Sequence[int] = (),
+    ) -> int:
         with self._lock:
             self._maybe_fail("before")
+            erased = 0
+            for index in erase:
+                e = self.get_entries(index, index + 1)[0]
+                if e.payload is not None or e.salt is not None:
+                    self._entries[index] = StoredEntry(index, e.leaf)
+                    erased += 1
             if clear_prefix is not None:
                 for key in [k for k in self._index_keys if k.startswith(clear_prefix)]:
                     del self._index[key]
@@ -179,6 +186,7 @@ class MemoryStorage:
                     self._index_keys.remove(key)
             self._index_put(puts)
             self._maybe_fail("after")
+            return erased
 
     def close(self) -> None:
         pass
