@@ -28,7 +28,6 @@ from benchmarks.stores import build
 from translog.monitor.alerts import Reporter
 from translog.monitor.audit import audit
 from translog.monitor.config import LogConfig
-from translog.tiles import decode_bundle
 
 
 def hashing_floor(leaves: list[bytes]) -> bytes:
@@ -81,9 +80,7 @@ def run(settings: Settings) -> list[Row]:
             cfg = LogConfig(name="bench", url=url, vkey=data.vkey, read_token=data.token)
             for rep in range(settings.reps):
                 started = time.perf_counter()
-                result = asyncio.run(
-                    audit(cfg, Reporter(tmp / "evidence", [], None))
-                )
+                result = asyncio.run(audit(cfg, Reporter(tmp / "evidence", [], None)))
                 seconds = time.perf_counter() - started
                 if result.alerts or result.size < size:
                     raise RuntimeError(f"audit found {result.alerts} at size {result.size}")
