@@ -43,7 +43,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from translog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
@@ -54,6 +54,8 @@ from translog.errors import (
     TranslogError,
     VerificationError,
 )
+from translog.events.schema import Query, parse_event
+from translog.events.summary import summarize
 from translog.jsonfields import Fields, encode_base64, strict_json
 from translog.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
 from translog.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_range
@@ -115,6 +117,18 @@ class Bundle:
     after: Boundary | None
     range_proof: RangeProof | None
     entries: tuple[BundleEntry, ...]
+    selection: Selection | None = None
+    """The query the bundle was exported for and the indexes that match it (optional)."""
+    summary: Mapping[str, Any] | None = None
+    """The one-page summary (optional); verification recomputes it and requires equality."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """An export by query: the audit-event query (its JSON form) and the matching indexes."""
+
+    query: Mapping[str, Any]
+    indexes: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,10 @@ class BundleReport:
     inline: int
     erased: int
     withheld: int
+    selected: int | None = None
+    """Entries matching the bundle's query (None without a selection)."""
+    summary_checked: bool = False
+    """Whether the bundle's summary was recomputed and found equal."""
 
 
 # -- building ------------------------------------------------------------------------------
@@ -165,6 +183,7 @@ def build_bundle(
     range_nodes: Sequence[bytes],
     generated_at_ms: int,
     generator: str,
+    selection: Selection | None = None,
 ) -> Bundle:
     """Assemble a bundle from data the caller already fetched and verified.
 
@@ -193,6 +212,7 @@ def build_bundle(
         after=_boundary(end, by_index) if end < size else None,
         range_proof=RangeProof(lo, hi, tuple(range_nodes)) if size else None,
         entries=entries,
+        selection=selection,
     )
 
 
@@ -240,6 +260,17 @@ def format_bundle(bundle: Bundle) -> dict[str, Any]:
         "range_proof": None
         if rp is None
         else {"start": rp.start, "end": rp.end, "nodes": [encode_base64(h) for h in rp.nodes]},
+        **(
+            {}
+            if bundle.selection is None
+            else {
+                "selection": {
+                    "query": dict(bundle.selection.query),
+                    "indexes": list(bundle.selection.indexes),
+                }
+            }
+        ),
+        **({} if bundle.summary is None else {"summary": dict(bundle.summary)}),
         "entries": [_entry_json(e) for e in bundle.entries],
     }
 
@@ -328,6 +359,8 @@ def _parse(obj: object) -> Bundle:
         after=_parse_boundary(f.value("after"), "bundle.after"),
         range_proof=_parse_range_proof(f.value("range_proof")),
         entries=_parse_entries(f.value("entries")),
+        selection=_parse_selection(f.value("selection")) if f.has("selection") else None,
+        summary=_parse_summary(f.value("summary")) if f.has("summary") else None,
     )
     f.done()
     if len(bundle.consistency_proofs) != len(bundle.checkpoints) - 1:
@@ -336,6 +369,30 @@ def _parse(obj: object) -> Bundle:
             f"{len(bundle.checkpoints)} checkpoints, got {len(bundle.consistency_proofs)}"
         )
     return bundle
+
+
+def _parse_selection(raw: object) -> Selection:
+    f = Fields(raw, "bundle.selection")
+    query = f.value("query")
+    try:
+        Query.from_json(query, "bundle.selection.query")
+    except MalformedError as e:
+        raise MalformedError(str(e)) from e
+    assert isinstance(query, dict)
+    raw_indexes = _list(f.value("indexes"), "bundle.selection.indexes")
+    indexes = []
+    for i, value in enumerate(raw_indexes):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise MalformedError(f"bundle.selection.indexes[{i}]: expected an index")
+        indexes.append(value)
+    f.done()
+    return Selection(query, tuple(indexes))
+
+
+def _parse_summary(raw: object) -> Mapping[str, Any]:
+    if not isinstance(raw, dict):
+        raise MalformedError("bundle.summary: expected a JSON object")
+    return raw
 
 
 def _parse_claims(raw: object) -> Claims:
@@ -486,7 +543,136 @@ def verify_bundle(
     _verify_entries(bundle)
     _verify_boundaries(bundle, final.size)
     _verify_range_proof(bundle, final)
-    return _report(bundle, [o.checkpoint.size for o in opened], opened[-1].cosigners)
+    report = _report(bundle, [o.checkpoint.size for o in opened], opened[-1].cosigners)
+    selected = _verify_selection(bundle)
+    if selected is not None:
+        report = replace(report, selected=len(selected))
+    if bundle.summary is not None:
+        expected = bundle_summary(bundle, report, [o.checkpoint for o in opened], opened)
+        _compare_summary(dict(bundle.summary), expected, "bundle.summary")
+        report = replace(report, summary_checked=True)
+    return report
+
+
+def with_summary(bundle: Bundle, vkey: str, *, policy: WitnessPolicy | None = None) -> Bundle:
+    """Verify ``bundle`` and return it with its one-page summary attached."""
+    bare = replace(bundle, summary=None)
+    report = verify_bundle(bare, vkey, policy=policy)
+    opened = _verify_checkpoints(bare, parse_vkey(vkey), policy)
+    summary = bundle_summary(bare, report, [o.checkpoint for o in opened], opened)
+    return replace(bundle, summary=summary)
+
+
+def _entry_event(e: BundleEntry, where: str) -> Mapping[str, Any] | None:
+    """The event an entry reveals (inline, or a present committed payload), or None."""
+    if e.payload_status == INLINE:
+        payload = decode_leaf(e.leaf).payload or b""
+    elif e.payload_status == PRESENT and e.payload is not None:
+        payload = e.payload
+    else:
+        return None
+    try:
+        return parse_event(payload, f"{where}.event")
+    except MalformedError as err:
+        raise VerificationError(str(err)) from err
+
+
+def _verify_selection(bundle: Bundle) -> list[Mapping[str, Any] | None] | None:
+    """Check the selection: each selected entry is revealed (or erased) and matches the
+    query, and no other revealed entry matches it. Returns the selected events."""
+    sel = bundle.selection
+    if sel is None:
+        return None
+    query = Query.from_json(sel.query, "bundle.selection.query")
+    wanted = set(sel.indexes)
+    if list(sel.indexes) != sorted(wanted):
+        raise VerificationError("bundle.selection.indexes: must be increasing, without repeats")
+    out: list[Mapping[str, Any] | None] = []
+    for k, e in enumerate(bundle.entries):
+        where = f"bundle.entries[{k}] (index {e.index})"
+        if e.index in wanted:
+            if e.payload_status == WITHHELD:
+                raise VerificationError(f"{where}: selected, but its payload is withheld")
+            if e.payload_status == ERASED:
+                out.append(None)
+                continue
+            event = _entry_event(e, where)
+            if event is None or not query.matches(event):
+                raise VerificationError(f"{where}: selected, but its event does not match")
+            out.append(event)
+        elif e.payload_status in (INLINE, PRESENT):
+            try:
+                event = _entry_event(e, where)
+            except VerificationError:
+                continue  # not an audit event: cannot match a query
+            if event is not None and query.matches(event):
+                raise VerificationError(f"{where}: matches the query but is not selected")
+    missing = wanted - {e.index for e in bundle.entries}
+    if missing:
+        raise VerificationError(
+            f"bundle.selection.indexes: {min(missing)} is outside the bundle's entries"
+        )
+    return out
+
+
+def bundle_summary(
+    bundle: Bundle,
+    report: BundleReport,
+    cps: Sequence[Checkpoint],
+    opened: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """The summary of a verified bundle (what the exporter writes and the verifier checks)."""
+    if bundle.selection is not None:
+        wanted = set(bundle.selection.indexes)
+        selected = [
+            _entry_event(e, f"bundle.entries[{e.index - bundle.start}]")
+            for e in bundle.entries
+            if e.index in wanted
+        ]
+        query: Mapping[str, Any] | None = bundle.selection.query
+    else:
+        selected = []
+        for e in bundle.entries:
+            try:
+                selected.append(_entry_event(e, "entry"))
+            except VerificationError:
+                continue
+        selected = [s for s in selected if s is not None]
+        query = None
+    cosigners = [sorted(getattr(o, "cosigners", ())) for o in opened] or [[] for _ in cps]
+    counts = {s: 0 for s in PAYLOAD_STATUSES}
+    for e in bundle.entries:
+        counts[e.payload_status] += 1
+    return summarize(
+        origin=bundle.origin,
+        from_ms=bundle.claims.from_ms,
+        to_ms=bundle.claims.to_ms,
+        start=bundle.start,
+        end=bundle.end,
+        closed=report.closed,
+        checkpoints=[
+            {"size": cp.size, "root": encode_base64(cp.root_hash), "cosigners": names}
+            for cp, names in zip(cps, cosigners, strict=True)
+        ],
+        payloads=counts,
+        query=query,
+        selected=selected,
+    )
+
+
+def _compare_summary(found: Any, expected: Any, where: str) -> None:
+    if isinstance(expected, dict) and isinstance(found, dict):
+        for key in sorted(set(found) | set(expected)):
+            if key not in expected:
+                raise VerificationError(f"{where}.{key}: not part of the summary")
+            if key not in found:
+                raise VerificationError(f"{where}.{key}: missing")
+            _compare_summary(found[key], expected[key], f"{where}.{key}")
+    elif found != expected:
+        raise VerificationError(
+            f"{where} says {json.dumps(found)[:80]}, "
+            f"but the bundle shows {json.dumps(expected)[:80]}"
+        )
 
 
 def _verify_checkpoints(

@@ -641,10 +641,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
             policy=_policy(args),
             read_payloads=not args.no_payloads,
             progress=lambda phase, done, total: phases[phase](done, total),
+            selection=_selection(args),
+            summary=args.summary or bool(args.summary_html),
         )
     _write_file(args.output, encode_bundle(result.bundle, compress=args.output.endswith(".gz")))
     _print_export(args.output, result)
+    if args.summary_html and result.bundle.summary is not None:
+        from translog.events.summary import render_html
+
+        _write_file(args.summary_html, render_html(result.bundle.summary).encode())
+        print(f"wrote {args.summary_html}: the one-page summary")
     return EXIT_OK
+
+
+def _selection(args: argparse.Namespace) -> Any:
+    """The audit-event query of ``export --tenant T --query k=v,...`` (None without one)."""
+    if args.query is None and args.tenant is None:
+        return None
+    if args.tenant is None:
+        raise ConfigError("--query needs --tenant (a query is always within one tenant)")
+    from translog.events.schema import Query
+
+    filters: dict[str, str] = {}
+    for part in (args.query or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not value:
+            raise ConfigError(f"--query: expected FIELD=VALUE[,FIELD=VALUE...], got {part!r}")
+        filters[name.strip()] = value.strip()
+    return Query(args.tenant, filters)
 
 
 def _print_export(path: str, result: Export) -> None:
@@ -658,6 +684,9 @@ def _print_export(path: str, result: Export) -> None:
         f"{counts['erased']} erased, {counts['withheld']} withheld"
     )
     print(f"  checkpoints: sizes {', '.join(str(_note_size(n)) for n in b.checkpoints)}")
+    if b.selection is not None:
+        query = ", ".join(f"{k}={v}" for k, v in b.selection.query.items())
+        print(f"  selection: {len(b.selection.indexes)} entries match {query}")
     if result.refused and counts["withheld"]:
         _eprint(f"translog: payloads withheld: {result.refused}")
 
@@ -843,6 +872,15 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="an earlier signed checkpoint to chain in (repeatable)",
     )
     p.add_argument("--no-payloads", action="store_true", help="mark committed payloads withheld")
+    p.add_argument("--tenant", help="with --query: the tenant whose audit events to select")
+    p.add_argument(
+        "--query",
+        metavar="FIELD=VALUE,...",
+        help="select audit events (actor, action, target, outcome, category, id); only "
+        "their payloads are included, the rest of the period is withheld",
+    )
+    p.add_argument("--summary", action="store_true", help="add the one-page summary")
+    p.add_argument("--summary-html", metavar="FILE", help="also render the summary as HTML")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _evidence_arg(p)
     p.set_defaults(func=_cmd_export)

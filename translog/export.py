@@ -17,13 +17,22 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from translog import __version__
-from translog.bundle import Bundle, build_bundle, proof_range, verify_bundle
+from translog.bundle import (
+    Bundle,
+    Selection,
+    build_bundle,
+    proof_range,
+    verify_bundle,
+    with_summary,
+)
 from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.client import SyncLogClient, VerifiedCheckpoint
 from translog.errors import AuthError, ConfigError, ForbiddenError, MalformedError
+from translog.events.audit import ranges
+from translog.events.schema import Query
 from translog.leaf import KIND_COMMITTED, decode_leaf
 from translog.merkle import prove_range
 from translog.policy import WitnessPolicy
@@ -60,6 +69,8 @@ def export_bundle(
     policy: WitnessPolicy | None = None,
     read_payloads: bool = True,
     progress: Progress = _no_progress,
+    selection: Query | None = None,
+    summary: bool = False,
 ) -> Export:
     """Fetch, prove and assemble the bundle for ``[from_ms, to_ms]`` as of the latest checkpoint.
 
@@ -76,11 +87,16 @@ def export_bundle(
     lo, hi = proof_range(start, end, final.size)
     leaves = _leaves(client, lo, hi, final, progress)
     period = leaves[start - lo : end - lo]
-    payloads, refused = (
-        _payloads(client, final, start, period, progress)
-        if read_payloads
-        else ({}, "not requested")
-    )
+    selected: Selection | None = None
+    if selection is not None:
+        query = replace(selection, from_ms=from_ms, to_ms=to_ms)
+        indexes = _matching(client, query, start, end)
+        selected = Selection(query.to_json(), tuple(indexes))
+        payloads, refused = _selected_payloads(client, final, indexes, progress)
+    elif read_payloads:
+        payloads, refused = _payloads(client, final, start, period, progress)
+    else:
+        payloads, refused = {}, "not requested"
     nodes: tuple[bytes, ...] = ()
     if final.size:
         nodes = prove_range(lo, hi, final.size, TileHashReader(final.size, client.tile))
@@ -97,9 +113,45 @@ def export_bundle(
         range_nodes=nodes,
         generated_at_ms=int(time.time() * 1000),
         generator=f"translog {__version__}",
+        selection=selected,
     )
+    if summary:
+        bundle = with_summary(bundle, client.vkey, policy=policy)
     verify_bundle(bundle, client.vkey, policy=policy)
     return Export(bundle, refused)
+
+
+def _matching(client: SyncLogClient, query: Query, start: int, end: int) -> list[int]:
+    """Indexes in ``[start, end)`` whose events match ``query`` (verified search pages)."""
+    found: list[int] = []
+    cursor: int | None = None
+    while True:
+        page = client.search(query, cursor=cursor, limit=500, order="asc")
+        found += [r.index for r in page.results if start <= r.index < end]
+        cursor = page.next_cursor
+        if cursor is None or cursor >= end:
+            return sorted(set(found))
+
+
+def _selected_payloads(
+    client: SyncLogClient, cp: VerifiedCheckpoint, indexes: Sequence[int], progress: Progress
+) -> tuple[dict[int, tuple[bytes, bytes] | None], str | None]:
+    """Payload and salt of each selected entry, read in runs of consecutive indexes."""
+    out: dict[int, tuple[bytes, bytes] | None] = {}
+    for first, last in ranges(indexes):
+        for lo in range(first, last + 1, PAYLOADS_PER_FETCH):
+            hi = min(lo + PAYLOADS_PER_FETCH, last + 1)
+            try:
+                entries = client.entries(lo, hi, checkpoint=cp)
+            except (AuthError, ForbiddenError) as e:
+                return out, str(e)
+            for entry in entries:
+                if entry["kind"] == "committed":
+                    payload, salt = entry["payload"], entry["salt"]
+                    ok = payload is not None and salt is not None
+                    out[entry["index"]] = (payload, salt) if ok else None
+            progress("payloads", len(out), len(indexes))
+    return out, None
 
 
 def _chain(

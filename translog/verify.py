@@ -130,7 +130,7 @@ def _bundle_lines(r: BundleReport) -> list[str]:
         if r.closed
         else "open: the period reaches the end of the tree, later entries may fall in it"
     )
-    return [
+    lines = [
         f"  period: {iso_ms(r.from_ms)} .. {iso_ms(r.to_ms)} (both inclusive)",
         f"  complete: entries {span} are every entry of the period in the tree of size {r.size}",
         f"  {closed}",
@@ -138,6 +138,14 @@ def _bundle_lines(r: BundleReport) -> list[str]:
         f"erased {r.erased}, withheld {r.withheld}",
         f"  checkpoints: sizes {', '.join(map(str, r.checkpoint_sizes))}, consistent",
     ]
+    if r.selected is not None:
+        lines.append(
+            f"  selection: {r.selected} entries match the query; every revealed payload "
+            "was checked against it"
+        )
+    if r.summary_checked:
+        lines.append("  summary: recomputed from the bundle, every figure matches")
+    return lines
 
 
 # -- file kinds ------------------------------------------------------------------------------

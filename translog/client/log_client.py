@@ -27,7 +27,8 @@ from translog.client.submissions import Submitter
 from translog.client.transport import Transport
 from translog.errors import ConflictError, MalformedError, NotFoundError
 from translog.events.builder import encode_event
-from translog.events.schema import validate_event
+from translog.events.proofs import VerifiedPage, verify_search_answer
+from translog.events.schema import Query, validate_event
 from translog.leaf import decode_leaf
 from translog.merkle import HASH_SIZE, leaf_hash
 from translog.note import MAX_NOTE_SIZE
@@ -255,6 +256,29 @@ class LogClient:
         return await self.submit(
             encode_event(event), kind="committed", idempotency_key=str(event["id"]), wait=wait
         )
+
+    async def search(
+        self,
+        query: Query,
+        *,
+        cursor: int | None = None,
+        limit: int = 100,
+        order: str = "desc",
+    ) -> VerifiedPage:
+        """One page of ``GET /events/search`` (read token scoped to the tenant), every result
+        verified against the answer's signed checkpoint and checked against the query."""
+        params = {k: v for k, v in query.to_json().items() if k not in ("from", "to")}
+        if query.from_ms is not None:
+            params["from"] = str(query.from_ms)
+        if query.to_ms is not None:
+            params["to"] = str(query.to_ms)
+        params |= {"limit": str(limit), "order": order}
+        if cursor is not None:
+            params["cursor"] = str(cursor)
+        answer = await self._transport.get_json(
+            "/events/search", "search answer", params=params, auth=self._read_token
+        )
+        return verify_search_answer(answer, self.vkey, query)
 
     async def submit_batch(
         self,

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 from translog.client.checkpoints import VerifiedCheckpoint
 from translog.client.log_client import LogClient
 from translog.errors import ConfigError
+from translog.events.proofs import VerifiedPage
+from translog.events.schema import Query
 from translog.policy import WitnessPolicy
 from translog.proof import TlogProof
 from translog.receipt import Promise, Receipt
@@ -126,6 +128,17 @@ class SyncLogClient:
     def submit_event(self, event: Mapping[str, Any], *, wait: str = "durable") -> Receipt:
         """See :meth:`LogClient.submit_event`."""
         return self._run(self._client.submit_event(event, wait=wait))
+
+    def search(
+        self,
+        query: Query,
+        *,
+        cursor: int | None = None,
+        limit: int = 100,
+        order: str = "desc",
+    ) -> VerifiedPage:
+        """See :meth:`LogClient.search`."""
+        return self._run(self._client.search(query, cursor=cursor, limit=limit, order=order))
 
     def submit_batch(
         self,

@@ -62,6 +62,62 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from translog.bundle import parse_bundle, verify_bundle, with_summary
+    from translog.cli import _read_file, _vkey, _write_file
+    from translog.events.summary import render_html
+
+    vkey = _vkey(args)
+    bundle = parse_bundle(_read_file(args.bundle, "bundle"))
+    verify_bundle(bundle, vkey)  # a bundle's own summary must match what it shows
+    summary = with_summary(bundle, vkey).summary
+    assert summary is not None
+    page = render_html(summary)
+    if args.html:
+        _write_file(args.html, page.encode())
+        print(f"wrote {args.html}")
+    if args.pdf:
+        print_pdf(page, Path(args.pdf))
+        print(f"wrote {args.pdf}")
+    if not args.html and not args.pdf:
+        print(json.dumps(summary, indent=1))
+    return EXIT_OK
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def print_pdf(page: str, out: Path) -> None:
+    """Print an HTML page to PDF with the system chromium (headless, no network)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    browser = shutil.which("chromium") or CHROMIUM
+    if not Path(browser).exists():
+        raise ConfigError("--pdf needs chromium (apt-get install chromium); use --html instead")
+    with tempfile.TemporaryDirectory(prefix="translog-pdf-") as tmp:
+        src = Path(tmp) / "summary.html"
+        src.write_text(page, encoding="utf-8")
+        cmd = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp}/profile",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={out.resolve()}",
+            src.as_uri(),
+        ]
+        done = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        if done.returncode != 0 or not out.exists():
+            raise ConfigError(f"chromium could not print the PDF: {done.stderr[-300:]!r}")
+
+
 ADMIN_TOKEN_ENV = "TRANSLOG_ADMIN_TOKEN"
 
 
@@ -151,6 +207,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_reindex)
+
+    p = sub.add_parser("summary", help="verify a bundle and render its one-page summary")
+    p.add_argument("bundle", metavar="BUNDLE", help="evidence bundle (.json or .gz)")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--vkey", help="the log's verifier key")
+    key.add_argument("--vkey-file", metavar="FILE", help="a file holding the vkey")
+    p.add_argument("--html", metavar="FILE", help="write the summary page as HTML")
+    p.add_argument("--pdf", metavar="FILE", help="print it to PDF with the system chromium")
+    p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("erase", help="erase payloads of entries or of a subject (leaves stay)")
     _admin_args(p)
