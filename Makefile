@@ -9,11 +9,11 @@ ORIGIN ?= localhost/dev-log
 TESTS  ?= tests
 PYTEST_ARGS ?= -q
 
-.PHONY: run test test-system bench lint fmt dev vectors soak clean
+.PHONY: run test test-system bench lint fmt dev vectors soak clean system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,dev,objstore]'
 	@touch $(STAMP)
 
 dev: $(STAMP)
@@ -22,6 +22,10 @@ dev: $(STAMP)
 run: $(STAMP)
 	@$(BIN)/translog dev-init --data $(DATA) --origin $(ORIGIN)
 	@$(BIN)/translog serve --data $(DATA) --listen $(LISTEN)
+
+## make system-deps: Debian packages the object-store tests use (Ceph RGW, nginx); as root, ~25 s once
+system-deps:
+	@scripts/rgw.sh install
 
 ## make test: the whole suite (TESTS=tests/unit to select)
 test: $(STAMP)

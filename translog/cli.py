@@ -133,6 +133,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from translog.datadir import open_data_dir
+    from translog.http import objstore
     from translog.http.app import configure_logging, make_app, parse_listen, run_server, tls_context
     from translog.tokens import TokenStore
 
@@ -148,6 +149,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging()
     storage = data_dir.open_storage()
     try:
+        # Object store, lease and catch-up (no-op without [objstore]); before the log opens.
+        role = objstore.prepare(
+            config, data_dir.path, storage, data_dir.signer.vkey, standby=not args.no_standby
+        )
         app = make_app(
             config,
             storage=storage,
@@ -159,6 +164,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             else None,
             data_dir=data_dir.path,
         )
+        if role is not None:
+            role.attach(app)
     except BaseException:
         storage.close()
         raise
@@ -745,6 +752,11 @@ def _add_serve_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         choices=range(MAX_WORKERS + 1),
         help="override server.workers: HTTP worker processes (0 = one process)",
     )
+    p.add_argument(
+        "--no-standby",
+        action="store_true",
+        help="exit when another instance holds the writer lease instead of waiting for it",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("dev-init", help="create a development log and token once (make run)")
@@ -906,6 +918,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "translog.commands.monitor",
     "translog.commands.witness",
     "translog.events.cli",
+    "translog.publish.commands",
 )
 
 

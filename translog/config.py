@@ -150,6 +150,43 @@ class EventsSection:
 
 
 @dataclass(frozen=True)
+class ObjectStoreSection:
+    """[objstore]: publish the log to an S3-compatible object store or a directory.
+
+    See docs/OBJSTORE.md. Off while ``url`` is empty.
+    """
+
+    url: str = ""
+    """Public store: "s3://bucket/prefix", "file:///srv/www/log" or a directory path. It gets the
+    checkpoint, tiles and entry bundles (the whole tlog-tiles read path) and nothing else."""
+    private_url: str = ""
+    """Private store: committed payloads, the checkpoint history and the lease. Must not be
+    readable by the public; empty: payloads are not published and no lease is taken."""
+    endpoint: str = ""
+    """S3 endpoint URL (e.g. "http://127.0.0.1:17480"); empty: AWS for the region."""
+    region: str = "us-east-1"
+    """S3 region used for request signing."""
+    credentials_file: str = ""
+    """File (mode 0600, relative to the data directory) with AWS_ACCESS_KEY_ID=… and
+    AWS_SECRET_ACCESS_KEY=… lines; empty: those environment variables."""
+    setup_bucket: bool = False
+    """Create missing buckets, and let anyone GET objects under the public prefix (bucket
+    policy naming only that prefix)."""
+    concurrency: int = 8
+    """Uploads in flight at once."""
+    max_lag_ms: int = 60_000
+    """/healthz turns unhealthy when the store is this far behind the durable tree."""
+    lease: bool = True
+    """Hold the single-writer lease (needs private_url): a second instance waits."""
+    lease_ttl_ms: int = 30_000
+    """Lease lifetime; a crashed holder is replaced this long after its last renewal."""
+    lease_renew_ms: int = 10_000
+    """Renew the lease this often (must be below lease_ttl_ms / 2)."""
+    holder: str = ""
+    """How this instance names itself in the lease; empty: "host:pid"."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one log."""
 
@@ -161,6 +198,7 @@ class Config:
     server: ServerSection = field(default_factory=ServerSection)
     witnesses: WitnessesSection = field(default_factory=WitnessesSection)
     events: EventsSection = field(default_factory=EventsSection)
+    objstore: ObjectStoreSection = field(default_factory=ObjectStoreSection)
 
     def validate(self) -> None:
         """Check cross-field rules; raise ConfigError naming the key."""
@@ -190,6 +228,7 @@ class Config:
             raise ConfigError("storage.max_map_size_mb: must be 0 (no limit) or positive")
         if not 0 <= self.server.workers <= MAX_WORKERS:
             raise ConfigError(f"server.workers: must be between 0 and {MAX_WORKERS}")
+        _validate_objstore(self.objstore)
         if self.server.default_kind not in ("committed", "inline"):
             raise ConfigError('server.default_kind: must be "committed" or "inline"')
         if self.server.prefix and (
@@ -209,6 +248,20 @@ class Config:
             raise ConfigError("events.retention_interval_s: must be 0 (off) or positive")
         if not ev.self_tenant or len(ev.self_tenant) > 64:
             raise ConfigError("events.self_tenant: must be 1-64 characters")
+
+
+def _validate_objstore(o: ObjectStoreSection) -> None:
+    for key, value in (("concurrency", o.concurrency), ("max_lag_ms", o.max_lag_ms)):
+        if value <= 0:
+            raise ConfigError(f"objstore.{key}: must be positive, got {value}")
+    if not 0 < o.lease_renew_ms * 2 <= o.lease_ttl_ms:
+        raise ConfigError("objstore.lease_renew_ms: must be positive and at most lease_ttl_ms / 2")
+    if o.private_url and o.private_url.rstrip("/") == o.url.rstrip("/"):
+        raise ConfigError("objstore.private_url: must differ from objstore.url")
+    if o.private_url and o.url and o.private_url.startswith(o.url.rstrip("/") + "/"):
+        raise ConfigError("objstore.private_url: must not be inside objstore.url (it is public)")
+    if o.private_url and not o.url:
+        raise ConfigError("objstore.private_url: needs objstore.url")
 
 
 T = TypeVar("T")

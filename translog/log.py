@@ -237,6 +237,11 @@ class Log:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tl-writer")
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._closed = False
+        self._drained: asyncio.Future[None] | None = None
+        self.write_guard: Callable[[], None] | None = None
+        """Called on the writer thread before every durable write; raising stops it (used by
+        the single-writer lease, translog.publish.lease)."""
         self._fatal: BaseException | None = None
         self._published: SignedCheckpoint | None = None
         self._published_waiters: list[tuple[int, asyncio.Future[SignedCheckpoint]]] = []
@@ -298,8 +303,24 @@ class Log:
 
     async def close(self) -> None:
         """Stop accepting, sequence everything already accepted, publish, and stop."""
-        if self._closing:
+        await self.drain()
+        if self._closed:
             return
+        self._closed = True
+        self._writer.shutdown(wait=True)
+        self.storage.close()
+
+    async def drain(self) -> None:
+        """Stop accepting, sequence everything accepted and publish a final checkpoint.
+
+        Storage stays open for reads (an object-store publisher uploads after this); calling
+        it again waits for the same drain. :meth:`close` drains first.
+        """
+        if self._drained is None:
+            self._drained = asyncio.ensure_future(self._drain())
+        await asyncio.shield(self._drained)
+
+    async def _drain(self) -> None:
         self._closing = True
         if self._wakeup is not None:
             self._wakeup.set()
@@ -311,8 +332,6 @@ class Log:
             if self._fatal is None:
                 with contextlib.suppress(TranslogError):
                     await self.publish()
-        self._writer.shutdown(wait=True)
-        self.storage.close()
 
     def _requeue_recovered(self) -> None:
         """Put promised-but-unsequenced entries from before a crash at the head of the pool."""
@@ -578,6 +597,8 @@ class Log:
         if entries or promised_done:
             puts = self.indexer(start, entries) if self.indexer is not None and entries else ()
             batch = WriteBatch(start, entries, nodes, ts, dedupe, promised_done, puts)
+            if self.write_guard is not None:
+                self.write_guard()
             self.storage.append(batch)
             self._frontier = frontier
             self.batch_sizes.observe(len(entries))
@@ -657,6 +678,8 @@ class Log:
         sth = b""
         if self.tree_head_signer is not None:
             sth = self.tree_head_signer.sign_tree_head(ts, size, root)
+        if self.write_guard is not None:
+            self.write_guard()
         self.storage.put_checkpoint(StoredCheckpoint(size, ts, note))
         return SignedCheckpoint(cp, ts, note, sth)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from translog.config import Config
@@ -13,3 +15,5 @@ LOG = web.AppKey("translog.log", Log)
 CONFIG = web.AppKey("translog.config", Config)
 METRICS = web.AppKey("translog.metrics", Metrics)
 TOKENS = web.AppKey("translog.tokens", TokenStore)
+HEALTH_CHECKS = web.AppKey("translog.health_checks", list[Callable[[], list[str]]])
+"""Extra /healthz checks (e.g. object-store publication lag): each returns its problems."""

@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractAccessLogger
 import translog.log
 from translog.errors import ConfigError
 from translog.http.auth import require
-from translog.http.keys import CONFIG, LOG, METRICS
+from translog.http.keys import CONFIG, HEALTH_CHECKS, LOG, METRICS
 from translog.log import Log
 
 HEALTH_STALE_INTERVALS = 3
@@ -134,6 +134,8 @@ async def get_healthz(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     now = translog.log.now_ms()
     reasons = health_problems(log, config.publisher.interval_ms, now)
+    for check in request.app.get(HEALTH_CHECKS, ()):
+        reasons += check()
     body: dict[str, Any] = {"status": "unhealthy" if reasons else "ok"}
     published = log.published
     body["checkpoint_age_ms"] = None if published is None else now - published.timestamp_ms

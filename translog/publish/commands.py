@@ -1,0 +1,148 @@
+"""CLI: ``translog rebuild`` and ``translog publish`` (registered through COMMAND_MODULES)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from translog.errors import ConfigError
+
+if TYPE_CHECKING:
+    from translog.config import Config
+    from translog.datadir import DataDir
+
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+def _say(*args: object) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    def __init__(self, what: str, enabled: bool) -> None:
+        self.what, self.enabled = what, enabled
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 2.0 and done < total):
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        pct = 100.0 * done / total if total else 100.0
+        _say(f"{self.what}: {done}/{total} ({pct:5.1f}%), {rate:,.0f}/s")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``rebuild`` and ``publish``."""
+    p = sub.add_parser(
+        "rebuild", help="rebuild a data directory's log from its object store (s3:// or file://)"
+    )
+    p.add_argument("--data", required=True, metavar="DIR", help="data dir with config and keys")
+    p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
+    p.add_argument(
+        "--from", dest="from_", metavar="URL", help="public store (default: objstore.url)"
+    )
+    p.add_argument("--private", metavar="URL", help="private store (default: objstore.private_url)")
+    p.add_argument("--endpoint", help="S3 endpoint URL (default: objstore.endpoint)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_rebuild)
+
+    p = sub.add_parser("publish", help="upload the log's latest checkpoint and its tiles once")
+    p.add_argument("--data", required=True, metavar="DIR", help="the log's data directory")
+    p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
+    p.add_argument("--to", metavar="URL", help="public store (default: objstore.url)")
+    p.add_argument("--private", metavar="URL", help="private store (default: objstore.private_url)")
+    p.add_argument("--endpoint", help="S3 endpoint URL (default: objstore.endpoint)")
+    p.set_defaults(func=_cmd_publish)
+
+
+def _config(args: argparse.Namespace, url: str | None) -> tuple[DataDir, Config]:
+    from translog.datadir import open_data_dir
+
+    data_dir = open_data_dir(args.data, args.config)
+    o = data_dir.config.objstore
+    o = replace(
+        o,
+        url=url or o.url,
+        private_url=args.private or o.private_url,
+        endpoint=args.endpoint or o.endpoint,
+        setup_bucket=False,
+    )
+    if not o.url:
+        raise ConfigError("no store given: pass --from/--to or set objstore.url")
+    config = replace(data_dir.config, objstore=o)
+    config.validate()
+    return data_dir, config
+
+
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from translog.http.objstore import open_stores
+    from translog.publish.rebuild import sync_from_store
+    from translog.signing import parse_vkey
+
+    data_dir, config = _config(args, args.from_)
+    public, private = open_stores(config, data_dir.path)
+    storage = data_dir.open_storage()
+    started = time.monotonic()
+    try:
+        _say(f"rebuild: reading {public.url}" + (f" and {private.url}" if private else ""))
+        report = sync_from_store(
+            storage,
+            public,
+            private,
+            parse_vkey(data_dir.signer.vkey),
+            config.log.origin,
+            progress=_Progress("rebuild: entries", not args.quiet),
+            concurrency=config.objstore.concurrency,
+        )
+    finally:
+        storage.close()
+    took = time.monotonic() - started
+    print(
+        f"rebuilt {data_dir.path}: size {report.old_size} -> {report.size}, "
+        f"{report.entries} entries in {took:.1f} s"
+    )
+    print(
+        f"  payloads: {report.payloads} restored, {report.payloads_missing} not in the store, "
+        f"{report.payloads_rejected} rejected (commitment mismatch)"
+    )
+    print(f"  checkpoints recorded: {report.checkpoints}")
+    return EXIT_OK
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from translog.checkpoint import open_checkpoint
+    from translog.http.objstore import open_stores
+    from translog.log import Log, SignedCheckpoint
+    from translog.publish.publisher import Publisher, PublisherOptions
+    from translog.signing import parse_vkey
+
+    data_dir, config = _config(args, args.to)
+    public, private = open_stores(config, data_dir.path)
+    storage = data_dir.open_storage(readonly=True)
+    try:
+        latest = storage.latest_checkpoint()
+        if latest is None:
+            raise ConfigError(f"{data_dir.path} has no checkpoint yet: serve it once first")
+        log = Log(storage, config.log.origin, data_dir.signer)
+        cp = open_checkpoint(latest.note, parse_vkey(data_dir.signer.vkey), origin=log.origin)[0]
+        publisher = Publisher(
+            log, public, private, PublisherOptions(concurrency=config.objstore.concurrency)
+        )
+        try:
+            publisher.load_store_state()
+            before = publisher.store_size
+            publisher.publish_now(SignedCheckpoint(cp, latest.timestamp_ms, latest.note))
+        finally:
+            publisher.shutdown()
+    finally:
+        storage.close()
+    print(
+        f"published {public.url}: checkpoint size {before} -> {cp.size}, "
+        f"{publisher.objects} objects, {publisher.bytes} bytes"
+    )
+    return EXIT_OK
