@@ -46,6 +46,12 @@ fmt: $(STAMP)
 	@$(BIN)/ruff format translog tests benchmarks scripts
 	@$(BIN)/ruff check --fix translog tests benchmarks scripts
 
+## make soak: the long reliability runs (25 SIGKILLs; 10 min at 70% of the measured max rate;
+## parser, OpenAPI and HTTP fuzzing with the "soak" hypothesis profile). Figures: soak-results.json
+soak: $(STAMP)
+	@HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest $(PYTEST_ARGS) tests/reliability
+	@$(BIN)/python scripts/soak.py --kills 25 --minutes 10 --out soak-results.json
+
 vectors: $(STAMP)
 	@$(BIN)/python scripts/gen_vectors.py
 

@@ -48,7 +48,7 @@ class StorageSection:
     """Upper bound for the map in MiB; 0 = no bound. Past it, appends fail with 'storage full'."""
     index_leaf_hashes: bool = True
     """Keep a leaf-hash index (needed by get-proof-by-hash and `prove --hash`)."""
-    verify_entries_on_start: int = 1_000_000
+    verify_entries_on_start: int = 100_000
     """At startup, check the newest N entries against the tree's stored leaf hashes and refuse
     to serve corrupted data (0 = none; the tree root is always checked against the latest
     signed checkpoint). Reads check every entry they serve either way."""
@@ -103,6 +103,11 @@ class ServerSection:
     """Most entries in one batch request."""
     tokens_file: str = "tokens.json"
     """Token store (hashes only), relative to the data directory."""
+    idle_timeout_ms: int = 15_000
+    """Close a connection that has no request in progress for this long: idle keep-alive
+    connections, and connections that have not sent a complete request head (slowloris)."""
+    body_timeout_ms: int = 120_000
+    """A request body must arrive completely within this time, or the answer is 408."""
     tls_cert: str = ""
     """PEM certificate chain for HTTPS, relative to the data directory (empty: plain HTTP).
     Needs tls_key too."""
@@ -214,6 +219,8 @@ class Config:
             "server.max_payload_bytes": self.server.max_payload_bytes,
             "server.max_batch_entries": self.server.max_batch_entries,
             "witnesses.timeout_ms": self.witnesses.timeout_ms,
+            "server.idle_timeout_ms": self.server.idle_timeout_ms,
+            "server.body_timeout_ms": self.server.body_timeout_ms,
         }
         for key, value in positive.items():
             if value <= 0:

@@ -188,7 +188,7 @@ class LogOptions:
     max_batch_age_ms: int = 50
     max_pending: int = 100_000
     publish_interval_ms: int = 1000
-    verify_entries_on_start: int = 1_000_000
+    verify_entries_on_start: int = 100_000
 
 
 Cosign = Callable[["SignedCheckpoint"], Awaitable["SignedCheckpoint | None"]]

@@ -39,7 +39,7 @@ async def test_random_sigkills_lose_and_duplicate_nothing(tmp_path: Path) -> Non
             fake = Ack(b"never sent", b"\x00" * 32, real.index)
             missing = Ack(b"never sent", b"\x01" * 32, None)
             lost, dups, _ = await harness.checker.catch_up(
-                session, harness.server.url, [real, fake, missing], random.Random(0)
+                session, harness.server.url, [real, fake, missing], random.Random(0), 0.5
             )
         assert (lost, dups) == (2, 0)
     finally:

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from translog.config import Config
 from translog.ct import TreeHeadSigner
@@ -136,6 +138,23 @@ def configure_logging() -> None:
     access.addHandler(handler)
     access.propagate = False
     atexit.register(ops.ACCESS_LINES.flush)
+    logging.getLogger("aiohttp.server").addFilter(drop_client_protocol_errors)
+
+
+def drop_client_protocol_errors(record: logging.LogRecord) -> bool:
+    """Keep aiohttp's tracebacks for malformed requests out of the server log.
+
+    A client can send any number of malformed requests (bad framing, invalid headers,
+    undecodable bodies): each one would log an ERROR with a traceback quoting the offending
+    request line, which may hold a bearer token. The access log already records each of them
+    (status 400), without headers.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    while exc is not None:
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            return False
+        exc = exc.__cause__ or exc.__context__
+    return True
 
 
 def write_ready_file(path: Path, port: int) -> None:
@@ -178,6 +197,9 @@ async def run_server(
         access_log_class=ops.BufferedAccessLogger,
         access_log=logging.getLogger("translog.access"),
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # aiohttp closes a connection that has no complete request within this time, from
+        # its start too: the bound on slow request heads and idle keep-alive connections.
+        keepalive_timeout=app[keys.CONFIG].server.idle_timeout_ms / 1000,
     )
     # Handlers go in before anything can learn the port: a signal that arrives right after
     # the ready file appears must still mean a graceful shutdown.

@@ -12,6 +12,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from translog.errors import (
     AuthError,
@@ -42,10 +43,15 @@ class UnsupportedMediaTypeError(MalformedError):
     """A request body of a content type the route does not accept (HTTP 415)."""
 
 
+class RequestTimeoutError(MalformedError):
+    """The request body did not arrive within ``server.body_timeout_ms`` (HTTP 408)."""
+
+
 # Most specific first.
 STATUS: list[tuple[type[TranslogError], int, str]] = [
     (TooLargeError, 413, "too_large"),
     (UnsupportedMediaTypeError, 415, "unsupported_media_type"),
+    (RequestTimeoutError, 408, "request_timeout"),
     (RateLimitedError, 429, "rate_limited"),
     (MalformedError, 400, "malformed"),
     (AuthError, 401, "unauthorized"),
@@ -96,9 +102,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map TranslogError to its status; turn aiohttp's own HTTP errors into JSON too."""
     try:
+        coding = request.headers.get("Transfer-Encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            # aiohttp would decode the chunks and silently ignore any other coding, storing
+            # bytes other than those the client meant.
+            raise MalformedError(f"Transfer-Encoding {coding[:40]!r}: only chunked is supported")
         return await handler(request)
     except TranslogError as e:
         return error_response(e)
+    except RequestPayloadError as e:
+        # A body that cannot be decoded (bad Content-Encoding data, broken chunking) is the
+        # client's mistake, wherever a handler happened to read it.
+        return error_response(MalformedError(f"request body could not be read: {e}"))
     except web.HTTPException as e:
         if e.status < 400:
             raise

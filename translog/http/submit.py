@@ -55,7 +55,12 @@ from translog.config import Config
 from translog.errors import MalformedError, PushbackError, TooLargeError, TranslogError
 from translog.events.schema import validate_payloads
 from translog.http.auth import require
-from translog.http.errors import RateLimitedError, UnsupportedMediaTypeError, status_for
+from translog.http.errors import (
+    RateLimitedError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    status_for,
+)
 from translog.http.keys import CONFIG, LOG, METRICS
 from translog.leaf import MAX_INLINE_PAYLOAD
 from translog.log import Accepted, Appended, Log, SignedCheckpoint, now_ms
@@ -369,8 +374,12 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise TooLargeError(f"request body of {length} bytes exceeds the {limit}-byte limit")
+    timeout = request.app[CONFIG].server.body_timeout_ms / 1000
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError as e:
+        raise RequestTimeoutError(f"request body did not arrive within {timeout:g} s") from e
     except web.HTTPRequestEntityTooLarge as e:
         raise TooLargeError(f"request body exceeds the {limit}-byte limit") from e
     except (HttpProcessingError, ConnectionError) as e:
