@@ -35,7 +35,7 @@ async def test_random_sigkills_lose_and_duplicate_nothing(tmp_path: Path) -> Non
     harness.server.start()
     try:
         async with aiohttp.ClientSession() as session:
-            real = harness.acked[0]
+            real = next(a for a in harness.acked if a.index is not None)
             fake = Ack(b"never sent", b"\x00" * 32, real.index)
             missing = Ack(b"never sent", b"\x01" * 32, None)
             lost, dups, _ = await harness.checker.catch_up(

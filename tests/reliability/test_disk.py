@@ -55,17 +55,26 @@ def batch(i: int, n: int = 100, size: int = 700) -> tuple[bytes, list[bytes]]:
 async def fill_until_full(
     session: aiohttp.ClientSession, server: ServerProcess, token: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Submit batches until one is refused; return the receipts and the refusal."""
+    """Submit batches until three in a row are refused; return the receipts and a refusal.
+
+    Right at the edge a batch may still fit where a refused one left allocated pages, so
+    the first refusal is not the end: everything acknowledged on the way is kept.
+    """
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     receipts: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     for i in range(400):
         body, _ = batch(i)
         async with session.post(f"{server.url}/add-batch", data=body, headers=headers) as r:
             answer = await r.json()
-            if r.status != 200:
-                assert r.status == 507, answer
-                return receipts, answer
-            receipts.append(answer)
+            if r.status == 200:
+                receipts.append(answer)
+                refused.clear()
+                continue
+            assert r.status == 507, answer
+            refused.append(answer)
+            if len(refused) == 3:
+                return receipts, refused[0]
     raise AssertionError("the storage never filled up")
 
 
@@ -93,13 +102,6 @@ async def full_then_recover(log: LogDir, server: ServerProcess, make_room: Any) 
             assert r.status == 200
         await check_all_present(session, server, receipts)
         body, _ = batch(999)
-        for _ in range(3):
-            async with session.post(
-                f"{server.url}/add-batch",
-                data=body,
-                headers={**headers, "Content-Type": "application/json"},
-            ) as r:
-                assert r.status == 507
         async with session.get(f"{server.url}/metrics") as r:
             assert "translog_storage_full_total" in await r.text()
         assert server.proc is not None and server.proc.poll() is None, "the server crashed"

@@ -258,7 +258,7 @@ async def post_add(request: web.Request) -> web.Response:
         wait, kind = _query(request)
         key = _header_key(request)
         server = request.app[CONFIG].server
-        payload = await _read_body(request, server.max_body_bytes)
+        payload = await _read_body(request, server.max_body_bytes, server.body_timeout_ms / 1000)
         item = _Item(payload, "payload", key)
         _check_payload(item, server.max_payload_bytes)
         return await _submit(request, token, [item], wait, kind, batch=False, started=started)
@@ -275,7 +275,7 @@ async def post_add_batch(request: web.Request) -> web.Response:
                 "Idempotency-Key header: not used by add-batch; give each entry an idempotency_key"
             )
         server = request.app[CONFIG].server
-        body = await _read_body(request, server.max_body_bytes)
+        body = await _read_body(request, server.max_body_bytes, server.body_timeout_ms / 1000)
         items = parse_batch(body, request.content_type, server.max_batch_entries)
         for item in items:
             _check_payload(item, server.max_payload_bytes)
@@ -369,12 +369,12 @@ def scope_key(token_name: str, key: str) -> bytes:
     return hashlib.sha256(f"{token_name}\n{key}".encode()).digest()[:16]
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The whole request body, or TooLargeError (413) / MalformedError (400) for a bad one."""
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole request body, or TooLargeError (413) / MalformedError (400) for a bad one,
+    or RequestTimeoutError (408) when it has not arrived within ``timeout`` seconds."""
     length = request.content_length
     if length is not None and length > limit:
         raise TooLargeError(f"request body of {length} bytes exceeds the {limit}-byte limit")
-    timeout = request.app[CONFIG].server.body_timeout_ms / 1000
     try:
         async with asyncio.timeout(timeout):
             return await request.read()

@@ -40,7 +40,7 @@ from yarl import URL
 
 from translog import errors
 from translog.config import Config, parse_config
-from translog.errors import MalformedError, TranslogError
+from translog.errors import MalformedError, TooLargeError, TranslogError
 from translog.events.schema import validate_payloads
 from translog.fastreceipt import (
     RunHashes,
@@ -218,7 +218,8 @@ class Worker:
     async def read_body(self, request: web.Request) -> bytes:
         """The body (limits as upstream); a refusal is counted in the log process's metrics."""
         try:
-            return await _read_body(request, self.config.server.max_body_bytes)
+            server = self.config.server
+            return await _read_body(request, server.max_body_bytes, server.body_timeout_ms / 1000)
         except TranslogError as e:
             self.hub.inc("translog_submissions_rejected_total", 1, reason=status_for(e)[1])
             raise
@@ -232,6 +233,13 @@ class Worker:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return _copy(hit)
+        limit = self.config.server.max_body_bytes
+        if body is None and request.content_length is not None and request.content_length > limit:
+            # Refused here: proxied, the body would be streamed upstream while the answer waits
+            # (with "Expect: 100-continue" the client never sends it, and the request hangs).
+            raise TooLargeError(
+                f"request body of {request.content_length} bytes exceeds the {limit}-byte limit"
+            )
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(path=self._proxy_path, limit=256),
@@ -483,6 +491,7 @@ async def serve(fd: int) -> int:
         access_log_class=ops.BufferedAccessLogger,
         access_log=logging.getLogger("translog.access"),
         shutdown_timeout=app_module.SHUTDOWN_TIMEOUT,
+        keepalive_timeout=config.server.idle_timeout_ms / 1000,  # slow heads, idle clients
     )
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
