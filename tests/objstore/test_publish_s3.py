@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,25 @@ async def test_bucket_alone_serves_the_read_path(
         assert resp.status == 200
         await until(lambda: publisher.store_size == 701)
         assert (await reader.checkpoint()).size == 701
+
+    # `translog audit` (the monitor's auditor) recomputes the whole tree from the bucket.
+    audit = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "translog",
+        "audit",
+        base,
+        "--vkey",
+        signer.vkey,
+        "-q",
+        "--evidence-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(audit.communicate(), timeout=60)
+    assert audit.returncode == 0, (out + err).decode()
+    assert b"701" in out + err
 
     # Payloads went to the private prefix only; the bundle decodes to the stored payloads.
     payloads = layout.decode_payloads(private.get(layout.payloads_key(TileRef(0, 0, 256))).body)  # type: ignore[union-attr]
