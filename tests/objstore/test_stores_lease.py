@@ -51,7 +51,8 @@ def test_store_urls_and_credentials() -> None:
     assert parse_store_url("s3://my-bucket/a/b/") == ("s3", "my-bucket", "a/b")
     assert parse_store_url("file:///srv/www") == ("file", "/srv/www", "")
     assert parse_store_url("relative/dir") == ("file", "relative/dir", "")
-    for bad in ("s3://x/p", "http://host/x", "file://otherhost/x", ""):
+    assert parse_store_url("https://cdn/log")[0] == "https"
+    for bad in ("s3://x/p", "ftp://host/x", "file://otherhost/x", ""):
         with pytest.raises(ConfigError):
             parse_store_url(bad)
     text = "# comment\nexport AWS_ACCESS_KEY_ID=abc\nAWS_SECRET_ACCESS_KEY='s3cr3t'\n"

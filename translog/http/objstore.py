@@ -91,6 +91,7 @@ class ObjectStoreRole:
             log.write_guard = self.lease.check
         publisher = Publisher(
             log,
+            log.signer.vkey,
             self.public,
             self.private,
             PublisherOptions(concurrency=o.concurrency, max_lag_ms=o.max_lag_ms),

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from translog.errors import ConfigError
@@ -58,6 +59,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--private", metavar="URL", help="private store (default: objstore.private_url)")
     p.add_argument("--endpoint", help="S3 endpoint URL (default: objstore.endpoint)")
     p.set_defaults(func=_cmd_publish)
+
+    p = sub.add_parser(
+        "mirror", help="follow a log, verify every checkpoint and tile, republish and serve it"
+    )
+    p.add_argument("--url", required=True, help="the source log's read path (any tlog-tiles URL)")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--vkey", help="the log's verifier key")
+    key.add_argument("--vkey-file", metavar="FILE", help="a file holding the vkey")
+    p.add_argument("--data", required=True, metavar="DIR", help="the mirror's own storage")
+    p.add_argument("--to", metavar="URL", help="republish to this store (s3://, file:// or a dir)")
+    p.add_argument("--endpoint", help="S3 endpoint URL for --to (credentials: AWS_* env)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="serve the verified read path here")
+    p.add_argument("--ready-file", metavar="PATH", help="write the bound port here once serving")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    p.set_defaults(func=_cmd_mirror)
 
 
 def _config(args: argparse.Namespace, url: str | None) -> tuple[DataDir, Config]:
@@ -131,7 +149,11 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         log = Log(storage, config.log.origin, data_dir.signer)
         cp = open_checkpoint(latest.note, parse_vkey(data_dir.signer.vkey), origin=log.origin)[0]
         publisher = Publisher(
-            log, public, private, PublisherOptions(concurrency=config.objstore.concurrency)
+            log,
+            data_dir.signer.vkey,
+            public,
+            private,
+            PublisherOptions(concurrency=config.objstore.concurrency),
         )
         try:
             publisher.load_store_state()
@@ -146,3 +168,70 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         f"{publisher.objects} objects, {publisher.bytes} bytes"
     )
     return EXIT_OK
+
+
+def _cmd_mirror(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import signal
+
+    from aiohttp import web
+
+    from translog.mirror import Mirror
+    from translog.publish.store import S3Settings, credentials_from, open_store
+    from translog.storage.lmdb import LMDBStorage
+
+    vkey = args.vkey or Path(args.vkey_file).read_text(encoding="utf-8").strip()
+    data = Path(args.data)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = None
+    if args.to:
+        access, secret = credentials_from(os.environ, None)
+        target = open_store(args.to, S3Settings(args.endpoint or "", "us-east-1", access, secret))
+    storage = LMDBStorage(data / "lmdb", map_size=1 << 30)
+    mirror = Mirror(
+        args.url, vkey, storage, data / "state.json", target=target, timeout=args.timeout
+    )
+
+    async def run() -> int:
+        if args.once:
+            from translog.client import LogClient
+
+            if mirror.publisher is not None:
+                mirror.publisher.load_store_state()
+            async with LogClient(mirror.source_url, vkey, state_path=mirror.state_path) as c:
+                size = await mirror.follow_once(c)
+            print(f"mirrored {mirror.origin}: verified size {size}")
+            return EXIT_OK
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = None
+        if args.listen:
+            host, _, port = args.listen.rpartition(":")
+            runner = web.AppRunner(mirror.app())
+            await runner.setup()
+            site = web.TCPSite(runner, host, int(port))
+            await site.start()
+            bound = runner.addresses[0][1]
+            print(f"mirror of {mirror.origin} serving at http://{host}:{bound}", flush=True)
+            if args.ready_file:
+                tmp = Path(args.ready_file + ".tmp")
+                tmp.write_text(f"{bound}\n")
+                tmp.replace(args.ready_file)
+        try:
+            await mirror.run(args.interval, stop=stop)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+        if mirror.halted is not None:
+            _say(f"translog: mirror halted: {mirror.halted}")
+            return 4
+        return EXIT_OK
+
+    try:
+        return asyncio.run(run())
+    finally:
+        mirror.close()
+        storage.close()

@@ -32,14 +32,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from translog.checkpoint import open_checkpoint
 from translog.errors import StorageCorruptError, TranslogError
 from translog.leaf import KIND_COMMITTED
-from translog.log import Log, SignedCheckpoint
+from translog.log import SignedCheckpoint
 from translog.publish import layout
 from translog.publish.store import ObjectStore, PreconditionFailedError, StoredObject
 from translog.signing import parse_vkey
+from translog.storage.base import Storage
 from translog.tiles import TILE_WIDTH, TileRef, encode_bundle, read_tile
 
 log = logging.getLogger("translog.publish")
@@ -61,12 +63,34 @@ class PublisherOptions:
     final_timeout_s: float = 30.0
 
 
+class PublishSource(Protocol):
+    """What the publisher reads: a :class:`~translog.log.Log`, or a mirror's verified copy."""
+
+    storage: Storage
+    origin: str
+
+    @property
+    def size(self) -> int:
+        """Durable (or verified) tree size."""
+        ...
+
+    @property
+    def published(self) -> SignedCheckpoint | None:
+        """The newest checkpoint to publish (durable in storage), or None."""
+        ...
+
+    def root_at(self, size: int) -> bytes:
+        """Root hash of the first ``size`` leaves."""
+        ...
+
+
 class Publisher:
-    """Publishes one :class:`~translog.log.Log` to a public (and optional private) store."""
+    """Publishes one log (:class:`PublishSource`) to a public (and optional private) store."""
 
     def __init__(
         self,
-        log_: Log,
+        log_: PublishSource,
+        vkey: str,
         public: ObjectStore,
         private: ObjectStore | None = None,
         options: PublisherOptions | None = None,
@@ -75,6 +99,7 @@ class Publisher:
     ) -> None:
         """Nothing is read or written until :meth:`start`."""
         self.log = log_
+        self.vkey = vkey
         self.public = public
         self.private = private
         self.options = options or PublisherOptions()
@@ -142,9 +167,7 @@ class Publisher:
     def _check_store_checkpoint(self, current: StoredObject) -> int:
         """The size of the store's checkpoint, which the local tree must contain."""
         try:
-            cp, _, _ = open_checkpoint(
-                current.body, parse_vkey(self.log.signer.vkey), origin=self.log.origin
-            )
+            cp, _, _ = open_checkpoint(current.body, parse_vkey(self.vkey), origin=self.log.origin)
         except TranslogError as e:
             raise StorageCorruptError(
                 f"the checkpoint in {self.public.url} does not verify with this log's key: {e}"

@@ -66,9 +66,14 @@ def sync_from_store(
     *,
     progress: Callable[[int, int], None] | None = None,
     concurrency: int = 8,
+    note: bytes | None = None,
 ) -> SyncReport:
-    """Append to ``storage`` everything the store's checkpoint covers that it lacks."""
-    note = _fetch(public, layout.CHECKPOINT_KEY)
+    """Append to ``storage`` everything the store's checkpoint covers that it lacks.
+
+    ``note``: sync to this signed checkpoint instead of the store's current one.
+    """
+    if note is None:
+        note = _fetch(public, layout.CHECKPOINT_KEY)
     try:
         cp, _, _ = open_checkpoint(note, verifier, origin=origin)
     except TranslogError as e:

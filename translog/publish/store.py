@@ -402,13 +402,60 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# ----------------------------------------------------------------------------- HTTP (read-only)
+
+
+class HttpStore:
+    """A published log read over plain HTTP(S) GETs: a CDN, nginx, a bucket URL, a mirror.
+
+    Read-only; used by mirrors and by ``translog rebuild --from https://…``.
+    """
+
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+        """Read objects under ``base_url`` (no request yet)."""
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{base_url!r}: expected an http:// or https:// URL")
+        self.url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def put(self, key: str, body: bytes, **_: object) -> str:
+        """Always fails: this store is read-only."""
+        raise ObjectStoreError(f"{self.url} is read-only")
+
+    def get(self, key: str) -> StoredObject | None:
+        """GET ``base_url/key``; None on 404 (and 403, which S3 sends for missing objects)."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/{key}", timeout=self.timeout_s) as resp:
+                body = resp.read()
+                etag = str(resp.headers.get("ETag") or md5_etag(body)).strip('"')
+        except urllib.error.HTTPError as e:
+            if e.code in (403, 404):
+                return None
+            raise ObjectStoreError(f"{self.url}/{key}: HTTP {e.code}") from e
+        except (OSError, ValueError) as e:
+            raise ObjectStoreError(f"{self.url}/{key}: {e}") from e
+        return StoredObject(body, etag)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Listing is not part of the read path: nothing is listed."""
+        return iter(())
+
+    def delete(self, key: str) -> None:
+        """Always fails: this store is read-only."""
+        raise ObjectStoreError(f"{self.url} is read-only")
+
+
 # ----------------------------------------------------------------------------- opening
 
 
 def parse_store_url(url: str) -> tuple[str, str, str]:
-    """Split ``s3://bucket/prefix`` or ``file:///dir`` (or a plain path) into (scheme, a, b).
+    """Split ``s3://bucket/prefix``, ``file:///dir`` (or a plain path) or an HTTP URL.
 
-    For S3: ("s3", bucket, prefix). For a directory: ("file", path, "").
+    For S3: ("s3", bucket, prefix). For a directory: ("file", path, ""). For HTTP(S), a
+    read-only store: ("http" or "https", url, "").
     """
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "s3":
@@ -420,9 +467,13 @@ def parse_store_url(url: str) -> tuple[str, str, str]:
         if parsed.netloc not in ("", "localhost"):
             raise ConfigError(f"{url!r}: a file URL must name a local path (file:///dir)")
         return "file", urllib.parse.unquote(parsed.path), ""
+    if parsed.scheme in ("http", "https"):
+        return parsed.scheme, url, ""
     if parsed.scheme == "" and url:
         return "file", url, ""
-    raise ConfigError(f"{url!r}: expected s3://bucket/prefix, file:///dir or a directory path")
+    raise ConfigError(
+        f"{url!r}: expected s3://bucket/prefix, file:///dir, a directory path or an http(s) URL"
+    )
 
 
 def open_store(url: str, settings: S3Settings | None = None) -> ObjectStore:
@@ -430,6 +481,8 @@ def open_store(url: str, settings: S3Settings | None = None) -> ObjectStore:
     scheme, a, b = parse_store_url(url)
     if scheme == "s3":
         return S3Store(a, b, settings or S3Settings())
+    if scheme in ("http", "https"):
+        return HttpStore(a)
     return DirectoryStore(a)
 
 
