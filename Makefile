@@ -9,7 +9,7 @@ ORIGIN ?= localhost/dev-log
 TESTS  ?= tests
 PYTEST_ARGS ?= -q
 
-.PHONY: run test test-system bench lint fmt dev vectors soak clean system-deps
+.PHONY: run test chromium test-system bench lint fmt dev vectors soak clean system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ run: $(STAMP)
 system-deps:
 	@scripts/rgw.sh install
 
+## make chromium: the system chromium the explorer tests drive (Debian package; never a download)
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	  else echo "$(CHROMIUM) is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
+
 ## make test: the whole suite (TESTS=tests/unit to select)
-test: $(STAMP)
+test: $(STAMP) chromium
 	@$(BIN)/python -m pytest $(PYTEST_ARGS) $(TESTS)
 
 test-system: $(STAMP)

@@ -182,3 +182,35 @@ async def test_indexes_are_durable_and_rebuildable(
     assert everything() == []
     assert evindex.catch_up(storage) == size
     assert everything() == before
+
+
+async def test_openapi_documents_the_event_routes(aiohttp_client: ClientFactory) -> None:
+    from tests.integration.test_ops import _METHODS, _check_operation, _routes
+
+    env = await start_events(aiohttp_client)
+    doc = await (await env.client.get("/openapi.json")).json()
+    documented = {
+        (method, path)
+        for path, item in doc["paths"].items()
+        for method in item
+        if method in _METHODS
+    }
+    assert _routes(env.app, "") == documented
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in _METHODS:
+                _check_operation(doc, path, method, op)
+
+
+async def test_explorer_files_are_served_with_a_strict_policy(
+    aiohttp_client: ClientFactory,
+) -> None:
+    env = await start_events(aiohttp_client)
+    page = await env.client.get("/explorer")
+    assert page.status == 200 and "translog explorer" in await page.text()
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    script = await env.client.get("/explorer/explorer.js")
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert "crypto.subtle.verify" in await script.text()
+    assert (await env.client.get("/explorer/index.html")).status == 404
+    assert (await env.client.get("/explorer/..%2ftranslog.toml")).status == 404

@@ -62,7 +62,7 @@ _STATS_COUNTERS = (
 
 def add_routes(app: web.Application, prefix: str) -> None:
     """Register the operations routes under ``prefix``; load the OpenAPI document."""
-    document = _openapi_body(prefix)
+    document = _openapi_body(prefix, events=app[CONFIG].events.enabled)
 
     async def get_openapi(request: web.Request) -> web.Response:
         """The OpenAPI 3.1 document describing every route."""
@@ -78,11 +78,22 @@ def add_routes(app: web.Application, prefix: str) -> None:
     r.add_get(f"{prefix}/openapi.json", get_openapi)
 
 
-def _openapi_body(prefix: str) -> bytes:
-    """The packaged OpenAPI document with its server URL set to ``prefix``, as JSON bytes."""
+def _openapi_body(prefix: str, *, events: bool = False) -> bytes:
+    """The packaged OpenAPI document with its server URL set to ``prefix``, as JSON bytes.
+
+    With ``events``, the audit-event routes (``translog/events/openapi-events.json``) are added.
+    """
     try:
         raw = importlib.resources.files("translog.http").joinpath("openapi.json").read_bytes()
         document = json.loads(raw)
+        if events:
+            extra = json.loads(
+                importlib.resources.files("translog.events")
+                .joinpath("openapi-events.json")
+                .read_bytes()
+            )
+            document["paths"].update(extra["paths"])
+            document["components"]["schemas"].update(extra["schemas"])
     except (OSError, ValueError) as e:
         raise ConfigError(f"the packaged openapi.json is missing or invalid: {e}") from e
     document["servers"] = [{"url": prefix or "/"}]

@@ -32,7 +32,7 @@ from translog.errors import ForbiddenError, MalformedError, NotFoundError, Trans
 from translog.events import index as evindex
 from translog.events.audit import SelfAudit, take_spool
 from translog.events.schema import QUERY_FIELDS, Query, parse_time, try_parse_event
-from translog.http import admin_events
+from translog.http import admin_events, explorer
 from translog.http.auth import require
 from translog.http.keys import CONFIG, LOG
 from translog.leaf import KIND_COMMITTED
@@ -64,6 +64,7 @@ def setup(app: web.Application, prefix: str) -> None:
     app.router.add_get(prefix + "/events/search", get_search)
     app.router.add_get(prefix + "/events/{index}", get_event)
     admin_events.add_routes(app, prefix)
+    explorer.add_routes(app, prefix)
     app.cleanup_ctx.append(_background)
 
 
