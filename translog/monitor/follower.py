@@ -72,6 +72,7 @@ from translog.merkle import (
 from translog.monitor.alerts import Alert, Reporter
 from translog.monitor.config import LogConfig
 from translog.monitor.evidence import b64, evidence, hash_list, note_text
+from translog.monitor.pipeline import Pipeline, PipelineError
 from translog.monitor.recompute import TreeBuilder, bundle_leaf_hashes, split_edge
 from translog.monitor.rules import Firing, Rule, RuleEngine, parse_payload
 from translog.monitor.store import Availability, LogState, PromiseRecord, Store
@@ -953,11 +954,21 @@ async def _in_order(
     refs: Sequence[TileRef],
     auth: str | None,
     window: int,
+    pipeline: Pipeline | None = None,
 ) -> AsyncIterator[tuple[TileRef, bytes]]:
-    """Fetch ``refs`` with up to ``window`` requests in flight; yield them in order."""
+    """Fetch ``refs`` with up to ``window`` requests in flight; yield them in order.
+
+    With a ``pipeline`` the requests go through it first; any it cannot answer (an error
+    status, a dropped connection) is retried through ``transport``.
+    """
 
     async def get(ref: TileRef) -> bytes:
         limit = MAX_BUNDLE_BYTES if ref.entries else ref.width * HASH_SIZE
+        if pipeline is not None:
+            try:
+                return await pipeline.get("/" + ref.path, limit)
+            except PipelineError:
+                pass
         resp = await transport.request(
             "GET", "/" + ref.path, auth=auth, limit=limit, headers=_IDENTITY
         )
@@ -1005,6 +1016,7 @@ async def recompute(
     progress: Callable[[int, int], None] | None = None,
     window: int = FETCH_WINDOW,
     on_bundle: Callable[[int, list[bytes]], None] | None = None,
+    pipelined: bool = True,
 ) -> Recomputed:
     """Extend ``builder`` (at ``old_size``) to ``new_size`` from the log's entry bundles.
 
@@ -1025,11 +1037,40 @@ async def recompute(
         width = min(TILE_WIDTH, new_size - b * TILE_WIDTH)
         refs.append(TileRef(0, b, width, entries=True))
         refs.append(TileRef(0, b, width))
+    pipeline = (
+        Pipeline(transport.url, auth, timeout=transport.timeout)
+        if pipelined and len(refs) > 8
+        else None
+    )
+    try:
+        return await _recompute(
+            transport, auth, builder, old_size, new_size, refs, out, progress, window,
+            on_bundle, pipeline,
+        )  # fmt: skip
+    finally:
+        if pipeline is not None:
+            await pipeline.close()
+
+
+async def _recompute(
+    transport: Transport,
+    auth: str | None,
+    builder: TreeBuilder,
+    old_size: int,
+    new_size: int,
+    refs: list[TileRef],
+    out: Recomputed,
+    progress: Callable[[int, int], None] | None,
+    window: int,
+    on_bundle: Callable[[int, list[bytes]], None] | None,
+    pipeline: Pipeline | None,
+) -> Recomputed:
+    first_b = old_size // TILE_WIDTH
     total = new_size - old_size
     done = 0
     upper: list[tuple[TileRef, bytes]] = []
     bundle: bytes = b""
-    async for ref, data in _in_order(transport, refs, auth, window):
+    async for ref, data in _in_order(transport, refs, auth, window, pipeline):
         if ref.entries:
             bundle = data
             continue
