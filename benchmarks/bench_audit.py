@@ -187,7 +187,6 @@ def run(settings: Settings) -> list[Row]:
                 "hashing floor",
             ),
         ]
-    return rows + [
-        series.row("hashing floor", "entries/s", note="leaf + node hashes, bare loop"),
-        series.row("leaf-hash floor", "entries/s", note="leaf hashes only"),
-    ]
+    rows.append(series.row("hashing floor", "entries/s", note="leaf + node hashes, bare loop"))
+    rows.append(series.row("leaf-hash floor", "entries/s", note="leaf hashes only"))
+    return rows
