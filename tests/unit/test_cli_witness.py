@@ -71,3 +71,22 @@ peers = ["http://127.0.0.1:9/"]
     ):
         with pytest.raises(ConfigError, match=where.replace("[", r"\[").replace("]", r"\]")):
             parse_witness_config(bad, base=tmp_path)
+
+
+def test_monitor_gossip_section(tmp_path: Path) -> None:
+    from translog.monitor.config import parse_monitor_config
+
+    signer = NoteSigner.generate("test.example/mon")
+    base = f"""
+[[log]]
+url = "http://127.0.0.1:1"
+vkey = "{signer.vkey}"
+"""
+    assert parse_monitor_config(base, base=tmp_path).gossip is None
+    cfg = parse_monitor_config(
+        base + '[gossip]\nlisten = "127.0.0.1:0"\npeers = ["http://127.0.0.1:2"]\n', base=tmp_path
+    )
+    assert cfg.gossip is not None and cfg.gossip.peers == ("http://127.0.0.1:2",)
+    assert cfg.gossip.misbehaviour_dir == str(tmp_path / "misbehaviour")
+    with pytest.raises(ConfigError, match="gossip.lisen"):
+        parse_monitor_config(base + '[gossip]\nlisen = "x"\n', base=tmp_path)

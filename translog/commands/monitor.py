@@ -12,8 +12,9 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from translog.cli import (
     EXIT_ERROR,
@@ -25,6 +26,11 @@ from translog.cli import (
     _read_file,
     _vkey,
 )
+from translog.errors import ConfigError
+
+if TYPE_CHECKING:
+    from translog.monitor.monitor import Monitor
+    from translog.witness.config import GossipConfig
 
 INCONSISTENT_KINDS = frozenset({"fork", "rollback", "same_size_different_root"})
 
@@ -131,9 +137,14 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, monitor.stop)
         names = ", ".join(f"{f.name} ({f.origin})" for f in monitor.followers.values())
         _eprint(f"translog monitor: following {names}; state {config.state}")
+        gossip = None
+        if config.gossip is not None and not args.once:
+            gossip = await _start_gossip(monitor, config.gossip, args.gossip_ready_file)
         try:
             await monitor.run(once=args.once)
         finally:
+            if gossip is not None:
+                await gossip()
             await monitor.close()
         _eprint("translog monitor: stopped")
 
@@ -141,11 +152,71 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _start_gossip(
+    monitor: Monitor, config: GossipConfig, ready_file: str | None
+) -> Callable[[], Awaitable[None]]:
+    """Serve the gossip routes on ``[gossip] listen`` and poll the peers; return the stopper."""
+    import contextlib
+
+    from aiohttp import web
+
+    from translog.gossip.core import Gossip
+    from translog.gossip.monitor import MonitorView
+    from translog.http import gossip as routes
+    from translog.http.app import parse_listen, write_ready_file
+    from translog.http.errors import error_middleware
+
+    host, port = parse_listen(config.listen)
+    view = MonitorView(monitor)
+    gossip = Gossip(
+        view,
+        config.peers,
+        name=config.name or f"monitor {config.listen}",
+        misbehaviour_dir=Path(config.misbehaviour_dir),
+        interval_ms=config.interval_ms,
+        timeout_ms=config.timeout_ms,
+        unproven_rounds=config.unproven_rounds,
+        on_misbehaviour=view.alert,
+    )
+    app = web.Application(middlewares=[error_middleware])
+    routes.add_routes(app, gossip, "")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ConfigError(f"gossip.listen {config.listen}: {e.strerror or e}") from e
+    bound = int(runner.addresses[0][1])
+    if not config.name:
+        gossip.name = f"monitor {host}:{bound}"
+    _eprint(f"translog monitor: gossip at http://{host}:{bound}, peers: {', '.join(config.peers)}")
+    if ready_file:
+        write_ready_file(Path(ready_file), bound)
+    task = asyncio.create_task(gossip.run(), name="translog-gossip")
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
+        if ready_file:
+            Path(ready_file).unlink(missing_ok=True)
+
+    return stop
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``monitor`` and ``audit`` commands."""
     p = sub.add_parser("monitor", help="follow logs, verify and recompute them, raise alerts")
     p.add_argument("-c", "--config", required=True, help="the monitor config (monitor.toml)")
     p.add_argument("--once", action="store_true", help="poll every log once, then exit")
+    p.add_argument(
+        "--gossip-ready-file",
+        metavar="PATH",
+        help="with [gossip]: write the gossip port here once it is served",
+    )
     p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("audit", help="recompute a whole log once; non-zero exit on any alert")

@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,8 +121,10 @@ class Gossip:
         interval_ms: int = 1000,
         timeout_ms: int = 5000,
         unproven_rounds: int = 5,
+        on_misbehaviour: Callable[[Misbehaviour, Path], Awaitable[None]] | None = None,
     ) -> None:
         self.view = view
+        self.on_misbehaviour = on_misbehaviour
         self.peers = peers
         self.name = name
         self.misbehaviour_dir = misbehaviour_dir
@@ -234,7 +236,8 @@ class Gossip:
             return
         kind = classify(older, newer, None)
         if kind is not None:
-            self._record(Misbehaviour(origin, kind, older_note, newer_note), key, peer, [])
+            m = Misbehaviour(origin, kind, older_note, newer_note)
+            await self._record(m, key, peer, [])
             return
         if older.size == newer.size or older.size == 0:
             self._settled(key)
@@ -267,7 +270,7 @@ class Gossip:
             kind = classify(older, newer, fork)
             assert kind is not None
             m = Misbehaviour(origin, kind, older_note, newer_note, fork)
-            self._record(m, key, peer, attempts)
+            await self._record(m, key, peer, attempts)
             return
         self._unresolved(origin, key, older_note, newer_note, peer, attempts)
 
@@ -300,7 +303,7 @@ class Gossip:
             m = Misbehaviour(origin, KIND_UNPROVEN, older_note, newer_note)
             self._write(m, peer, attempts)
 
-    def _record(
+    async def _record(
         self,
         m: Misbehaviour,
         key: tuple[str, int, bytes, int, bytes],
@@ -311,6 +314,8 @@ class Gossip:
         self._pending.pop(key, None)
         path = self._write(m, peer, attempts)
         log.critical("SPLIT VIEW: log %s: %s; evidence in %s", m.origin, m.kind, path)
+        if self.on_misbehaviour is not None:
+            await self.on_misbehaviour(m, path)
 
     def _write(self, m: Misbehaviour, peer: str, attempts: list[Attempt]) -> Path:
         now = _now_ms()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from translog.errors import ConfigError, MalformedError
 from translog.monitor.rules import Rule, rule_from_config
 from translog.signing import parse_vkey
+from translog.witness.config import GossipConfig, parse_gossip
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class MonitorConfig:
     logs: tuple[LogConfig, ...]
     output: OutputConfig
     rules: tuple[Rule, ...] = ()
+    gossip: GossipConfig | None = None
+    """``[gossip]``: peers (witnesses, monitors) to exchange checkpoints with, and where this
+    monitor serves its own (translog.gossip.core)."""
 
 
 def _take(
@@ -173,7 +177,14 @@ def parse_monitor_config(text: str, *, base: Path, source: str = "monitor config
     top = _take(
         data,
         "config",
-        {"state": str, "evidence_dir": str, "log": list, "output": dict, "rule": list},
+        {
+            "state": str,
+            "evidence_dir": str,
+            "log": list,
+            "output": dict,
+            "rule": list,
+            "gossip": dict,
+        },
     )
     logs = tuple(_log(raw, f"log[{i}]", base) for i, raw in enumerate(top.get("log", [])))
     if not logs:
@@ -210,7 +221,11 @@ def parse_monitor_config(text: str, *, base: Path, source: str = "monitor config
     state = _path(base, top.get("state", "monitor-state.sqlite"))
     evidence_dir = _path(base, top.get("evidence_dir", "evidence"))
     assert state is not None and evidence_dir is not None
-    return MonitorConfig(state, evidence_dir, logs, output, rules)
+    gossip = None
+    if "gossip" in top:
+        gossip = parse_gossip(top["gossip"], listen=True)
+        gossip = replace(gossip, misbehaviour_dir=str(base / gossip.misbehaviour_dir))
+    return MonitorConfig(state, evidence_dir, logs, output, rules, gossip)
 
 
 def load_monitor_config(path: str | Path) -> MonitorConfig:

@@ -47,6 +47,10 @@ class GossipConfig:
     """Where misbehaviour files are written (relative to the config file)."""
     unproven_rounds: int = 5
     """Rounds a disagreement may stay unresolved before it is written down as ``unproven``."""
+    listen: str = ""
+    """Monitors only: host:port of the gossip routes (a witness serves them on its own port)."""
+    name: str = ""
+    """How this party names itself in misbehaviour files (default: its key name or listen)."""
 
 
 @dataclass(frozen=True)
@@ -102,18 +106,19 @@ def parse_peers(value: Any, where: str) -> tuple[str, ...]:
     return tuple(peers)
 
 
-def parse_gossip(data: Any, where: str = "gossip") -> GossipConfig:
-    """The [gossip] table, shared by witnesses and monitors."""
+def parse_gossip(data: Any, where: str = "gossip", *, listen: bool = False) -> GossipConfig:
+    """The [gossip] table, shared by witnesses and monitors (``listen``: a monitor's)."""
     t = _table(data, where)
-    _unknown(
-        t, {"peers", "interval_ms", "timeout_ms", "misbehaviour_dir", "unproven_rounds"}, where
-    )
+    known = {"peers", "interval_ms", "timeout_ms", "misbehaviour_dir", "unproven_rounds", "name"}
+    _unknown(t, known | ({"listen"} if listen else set()), where)
     return GossipConfig(
         peers=parse_peers(t.get("peers", []), f"{where}.peers"),
         interval_ms=_int(t, "interval_ms", where, 1000),
         timeout_ms=_int(t, "timeout_ms", where, 5000),
         misbehaviour_dir=_str(t, "misbehaviour_dir", where, "misbehaviour"),
         unproven_rounds=_int(t, "unproven_rounds", where, 5),
+        listen=_str(t, "listen", where, "127.0.0.1:0") if listen else "",
+        name=_str(t, "name", where, ""),
     )
 
 
