@@ -88,5 +88,5 @@ vkey = "{signer.vkey}"
     )
     assert cfg.gossip is not None and cfg.gossip.peers == ("http://127.0.0.1:2",)
     assert cfg.gossip.misbehaviour_dir == str(tmp_path / "misbehaviour")
-    with pytest.raises(ConfigError, match="gossip.lisen"):
+    with pytest.raises(ConfigError, match=r"gossip\.lisen"):
         parse_monitor_config(base + '[gossip]\nlisen = "x"\n', base=tmp_path)
