@@ -298,6 +298,8 @@ def test_skey_with_wrong_key_id_rejected_without_leaking() -> None:
 )
 def test_bad_skeys_rejected_without_leaking(mutate: object) -> None:
     signer = NoteSigner.generate("example.com/log")
+    while signer.key_id.hex().isdigit():  # "upper-hex" needs a letter in the key ID
+        signer = NoteSigner.generate("example.com/log")
     parts = signer.skey.split("+", 4)
     bad = "+".join(mutate(parts))  # type: ignore[operator]
     with pytest.raises(ConfigError) as info:
