@@ -199,7 +199,8 @@ async def run_server(
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         # aiohttp closes a connection that has no complete request within this time, from
         # its start too: the bound on slow request heads and idle keep-alive connections.
-        keepalive_timeout=app[keys.CONFIG].server.idle_timeout_ms / 1000,
+        # Other roles (a witness) have no log config: they get the default.
+        keepalive_timeout=app.get(keys.CONFIG, Config()).server.idle_timeout_ms / 1000,
     )
     # Handlers go in before anything can learn the port: a signal that arrives right after
     # the ready file appears must still mean a graceful shutdown.
