@@ -7,7 +7,9 @@ Checks, in one streaming pass (memory stays O(log n)):
 2. every stored hash (every node the storage can serve) equals the hash recomputed from the
    entries, level by level: the first mismatch is reported with index, level, expected and
    found values;
-3. the leaf-hash index finds every leaf (when the index is enabled);
+3. the leaf-hash index holds exactly the recomputed leaf hashes (when the index is enabled):
+   the storage's own auditor when it has one (LMDB: every run, see
+   ``translog.storage.leafindex.Auditor``), otherwise a lookup of every leaf;
 4. every stored checkpoint verifies with the log's key, has the origin, is no larger than the
    tree, has the recomputed root for its size, and is consistent with the next one (the
    consistency proof is built from the stored hashes and verified against the signed roots).
@@ -124,6 +126,7 @@ class _Checker:
         last_ts = 0
         stored_ts = self.storage.last_timestamp()
         found: list[tuple[int, str]] = []
+        auditor = self.storage.leaf_index_auditor() if self.check_leaf_index else None
         for start in range(0, size, _BLOCK):
             end = min(size, start + _BLOCK)
             nodes: list[tuple[int, int, bytes]] = []
@@ -153,12 +156,17 @@ class _Checker:
                 if frontier.size in wanted_sizes:
                     roots[frontier.size] = frontier.root()
             self.compare(nodes, found)
-            if self.check_leaf_index:
+            if auditor is not None:
+                found += auditor.feed(start, hashes)
+            elif self.check_leaf_index:
                 self.check_index(start, hashes, found)
             self.flush(found)
             self.report.entries_checked = end
             if self.progress is not None:
                 self.progress(end, size)
+        if auditor is not None:
+            found += auditor.finish()
+            self.flush(found)
         if last_ts > stored_ts:
             self.problem(f"stored last timestamp {stored_ts} is before entry timestamp {last_ts}")
         return roots

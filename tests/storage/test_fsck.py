@@ -101,15 +101,17 @@ CASES: dict[str, tuple[str, bytes, int, str]] = {
     "checkpoint-history-body": ("checkpoints", u64(100), 8 + 5, "checkpoint"),
     "checkpoint-history-signature": ("checkpoints", u64(200), -10, "checkpoint"),
     "checkpoint-latest": ("meta", b"latest", -3, "latest checkpoint"),
-    "leaf-hash-index": ("byhash", b"", 0, "leaf-hash index"),
+    "leaf-hash-index": ("leafidx", b"", 0, "leaf-hash index"),
+    "leaf-hash-index-prefix": ("leafidx", b"", 4 + 8 * 17, "leaf-hash index"),
+    "leaf-hash-index-last": ("leafidx", b"", -1, "leaf-hash index"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_flipped_byte_fails(data: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
     db, key, pos, expect = CASES[case]
-    if db == "byhash":
-        key = _first_byhash_key(data)
+    if db == "leafidx":
+        key = _first_index_key(data)
     flip(data, db, key, pos)
     try:
         problems = run_fsck(data)
@@ -122,13 +124,22 @@ def test_flipped_byte_fails(data: Path, case: str, capsys: pytest.CaptureFixture
     assert "FAILED" in err or "corrupt" in err or "translog:" in err
 
 
-def _first_byhash_key(data: Path) -> bytes:
+def _first_index_key(data: Path) -> bytes:
     storage = LMDBStorage(data / "lmdb")
-    with storage.raw_env().begin() as txn, txn.cursor(db=storage.db_handles()["byhash"]) as cur:
+    with storage.raw_env().begin() as txn, txn.cursor(db=storage.db_handles()["leafidx"]) as cur:
         cur.first()
         key = bytes(cur.key())
     storage.close()
     return key
+
+
+def test_missing_index_block_is_detected(data: Path) -> None:
+    key = _first_index_key(data)
+    storage = LMDBStorage(data / "lmdb")
+    with storage.raw_env().begin(write=True) as txn:
+        txn.delete(key, db=storage.db_handles()["leafidx"])
+    storage.close()
+    assert any("leaf-hash index" in p for p in run_fsck(data))
 
 
 def test_mismatch_names_index_level_expected_found(data: Path) -> None:

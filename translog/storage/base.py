@@ -109,6 +109,18 @@ class StoredCheckpoint:
     note: bytes
 
 
+class LeafIndexAuditor(Protocol):
+    """Checks a leaf-hash index against the leaf hashes fsck recomputes, in index order."""
+
+    def feed(self, start: int, hashes: Sequence[bytes]) -> list[tuple[int, str]]:
+        """Take the leaf hashes of ``start, start + 1, …``; return (index, problem) pairs."""
+        ...
+
+    def finish(self) -> list[tuple[int, str]]:
+        """Problems left after the last :meth:`feed`."""
+        ...
+
+
 class Storage(Protocol):
     """A one-log store. See the module docstring for the contract."""
 
@@ -145,6 +157,10 @@ class Storage(Protocol):
 
     def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
         """The smallest index whose leaf hash is ``leaf_hash``, or None."""
+        ...
+
+    def leaf_index_auditor(self) -> LeafIndexAuditor | None:
+        """A checker of the stored leaf-hash index for fsck, or None to check by lookups."""
         ...
 
     def put_checkpoint(self, checkpoint: StoredCheckpoint) -> None:

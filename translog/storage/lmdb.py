@@ -14,8 +14,8 @@ sub-database              key                         value
 ``tail``                  u8 level                    the hashes of that level past its last
                                                       full chunk (rewritten by every batch)
 ``dedupe``                16-byte key digest          u64 index
-``byhash``                first 8 bytes of leaf hash  u64 index (dupsort; collisions resolved
-                                                      by comparing the stored leaf hash)
+``leafidx``               u32 run id || u64 item      sorted runs of the leaf-hash index (see
+                                                      ``translog.storage.leafindex``)
 ``checkpoints``           u64 size                    u64 ts || signed note (first per size)
 ``promised``              u64 promise sequence        u8 key length || key || entry value
                                                       (accepted with ?wait=0, not yet sequenced)
@@ -60,6 +60,7 @@ import collections
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import struct
 import threading
@@ -70,6 +71,7 @@ from typing import Any
 import lmdb
 
 from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
+from translog.storage import leafindex
 from translog.storage.base import (
     NewEntry,
     PromisedEntry,
@@ -100,6 +102,9 @@ _sha256 = hashlib.sha256
 _NODE_PREFIX = b"\x01"  # RFC 6962 interior node: SHA-256(0x01 || left || right)
 _unpack = _U64.unpack
 _Buffer = bytes | memoryview
+_CATCH_UP = 1 << 20
+"""Entries per run when the leaf-hash index is built from stored hashes at open."""
+log = logging.getLogger("translog.storage")
 
 
 def _record(e: NewEntry) -> bytes:
@@ -223,6 +228,11 @@ class LMDBStorage:
         self._readonly = readonly
         self._open_env(map_size)
         self._size, self._ts, self._tail = self._load_state()
+        self._runs, self._next_rid = self._load_index()
+        # The parsed index directory of the last snapshot seen, as one tuple (thread-safe).
+        self._dir: tuple[bytes, tuple[leafindex.Run, ...]] = (b"", ())
+        if not readonly:
+            self._upgrade_index()
 
     def _open_env(self, map_size: int) -> None:
         readonly = self._readonly
@@ -247,7 +257,7 @@ class LMDBStorage:
             self._entries = self._env.open_db(b"entries", create=create)
             self._tail_db = self._env.open_db(b"tail", create=create)
             self._dedupe = self._env.open_db(b"dedupe", create=create)
-            self._byhash = self._env.open_db(b"byhash", create=create, dupsort=True)
+            self._leafidx = self._open_optional(b"leafidx", create)
             self._history = self._env.open_db(b"checkpoints", create=create)
             self._promised_db = self._env.open_db(b"promised", create=create)
             self._index_db = self._env.open_db(b"index", create=create)
@@ -259,7 +269,75 @@ class LMDBStorage:
             self._env.close()
             raise _map_error(f"open sub-databases in {self.path}", e) from e
 
+    def _open_optional(self, name: bytes, create: bool) -> Any:
+        """A sub-database that a read-only open of an older store may lack (None then)."""
+        try:
+            return self._env.open_db(name, create=create)
+        except lmdb.NotFoundError:
+            return None
+
     # -- state -------------------------------------------------------------------------
+
+    def _load_index(self) -> tuple[tuple[leafindex.Run, ...], int]:
+        with self._env.begin() as txn:
+            raw = txn.get(leafindex.META_RUNS, db=self._meta)
+            nxt = txn.get(leafindex.META_NEXT, db=self._meta)
+        try:
+            runs = leafindex.decode_runs(raw)
+        except ValueError as e:
+            raise StorageCorruptError(str(e)) from e
+        if runs and runs[-1].hi > self._size:
+            raise StorageCorruptError(
+                f"the leaf-hash index covers {runs[-1].hi} entries but the log has {self._size}"
+            )
+        return runs, (_unpack(nxt)[0] if nxt else 0)
+
+    def _upgrade_index(self) -> None:
+        """Drop the pre-LSM ``byhash`` index; index what is not indexed yet (if enabled)."""
+        legacy = self._open_optional(b"byhash", False)
+        if legacy is not None:
+            log.warning("dropping the old leaf-hash index (byhash); rebuilding it as runs")
+
+            def drop(txn: lmdb.Transaction) -> None:
+                txn.drop(legacy, delete=True)
+
+            self._write("drop the old leaf-hash index", drop)
+        upto = self._runs[-1].hi if self._runs else 0
+        if not self._index_leaf_hashes or upto >= self._size:
+            return
+        log.warning("indexing leaf hashes of entries %d to %d", upto, self._size)
+        while upto < self._size:
+            end = min(self._size, upto + _CATCH_UP)
+            hashes = self.read_hashes([(0, i) for i in range(upto, end)])
+            self._index_write(upto, leafindex.new_run_items(hashes), f"index entries {upto}")
+            upto = end
+
+    def _index_write(self, lo: int, items: Any, action: str) -> None:
+        runs, nxt = self._runs, self._next_rid
+
+        def fn(txn: lmdb.Transaction) -> tuple[tuple[leafindex.Run, ...], int]:
+            return self._add_run(txn, runs, nxt, lo, items)
+
+        self._runs, self._next_rid = self._write(action, fn, self._index_estimate(len(items)))
+
+    def _add_run(
+        self,
+        txn: lmdb.Transaction,
+        runs: tuple[leafindex.Run, ...],
+        nxt: int,
+        lo: int,
+        items: Any,
+    ) -> tuple[tuple[leafindex.Run, ...], int]:
+        runs, nxt = leafindex.add_run(txn, self._leafidx, runs, nxt, lo, items)
+        txn.put(leafindex.META_RUNS, leafindex.encode_runs(runs), db=self._meta)
+        txn.put(leafindex.META_NEXT, _pack(nxt), db=self._meta)
+        return runs, nxt
+
+    def _index_estimate(self, new: int) -> int:
+        """Bytes a run of ``new`` items may write, with the runs it is merged with."""
+        take = leafindex.plan([r.size for r in self._runs] + [new])
+        merged = sum(r.size for r in self._runs[len(self._runs) - take + 1 :])
+        return 9 * (new + merged) + 8192
 
     def _load_state(self) -> tuple[int, int, dict[int, bytes]]:
         with self._env.begin() as txn:
@@ -339,12 +417,9 @@ class LMDBStorage:
             )
         new_size = batch.start + len(batch.entries)
         by_level: dict[int, list[bytes]] = {}
-        leaf_hashes: list[tuple[int, bytes]] = []
-        for level, index, value in batch.nodes:
+        for level, _index, value in batch.nodes:
             if level & 1:
                 continue
-            if level == 0 and self._index_leaf_hashes:
-                leaf_hashes.append((index, value))
             by_level.setdefault(level, []).append(value)
         for level, values in by_level.items():
             if (batch.start >> level) + len(values) != new_size >> level:
@@ -357,8 +432,15 @@ class LMDBStorage:
         # lengths give the map-growth estimate without another pass over the entries.
         blobs = list(map(_record, batch.entries))
         items = list(zip(map(_pack, range(batch.start, new_size)), blobs, strict=True))
+        index = self._index_leaf_hashes and new_size > batch.start
+        runs, nxt = self._runs, self._next_rid
+        run = leafindex.new_run_items(by_level[0]) if index else None
+        if index and (runs[-1].hi if runs else 0) != batch.start:
+            raise StorageCorruptError(f"the leaf-hash index does not reach {batch.start}")
 
-        def fn(txn: lmdb.Transaction) -> dict[int, bytes]:
+        def fn(
+            txn: lmdb.Transaction,
+        ) -> tuple[dict[int, bytes], tuple[leafindex.Run, ...], int]:
             # Pure with respect to self: a MapFullError retry runs it again from scratch.
             new_tail = dict(self._tail)
             with txn.cursor(db=self._entries) as cur:
@@ -377,9 +459,9 @@ class LMDBStorage:
                 rest = data[full * _CHUNK_BYTES :]
                 new_tail[level] = rest
                 txn.put(bytes([level]), rest, db=self._tail_db)
-            if leaf_hashes:
-                with txn.cursor(db=self._byhash) as cur:
-                    cur.putmulti([(h[:8], _pack(i)) for i, h in leaf_hashes], dupdata=True)
+            new_runs, new_nxt = runs, nxt
+            if run is not None:
+                new_runs, new_nxt = self._add_run(txn, runs, nxt, batch.start, run)
             for key, index in batch.dedupe.items():
                 txn.put(key, _pack(index), db=self._dedupe)
             for seq in batch.promised_done:
@@ -389,12 +471,14 @@ class LMDBStorage:
                     cur.putmulti(sorted(batch.index_puts))
             txn.put(b"size", _pack(new_size), db=self._meta)
             txn.put(b"ts", _pack(batch.timestamp_ms), db=self._meta)
-            return new_tail
+            return new_tail, new_runs, new_nxt
 
         estimate = 40 * len(batch.nodes) + 24 * len(blobs) + sum(map(len, blobs))
         estimate += sum(len(k) + len(v) + 16 for k, v in batch.index_puts)
+        if run is not None:
+            estimate += self._index_estimate(len(run))
         action = f"append {len(batch.entries)} entries at {batch.start}"
-        self._tail = self._write(action, fn, estimate)
+        self._tail, self._runs, self._next_rid = self._write(action, fn, estimate)
         self._size = new_size
         self._ts = batch.timestamp_ms
 
@@ -634,19 +718,44 @@ class LMDBStorage:
         return None if raw is None else int(_unpack(raw)[0])
 
     def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
-        if len(leaf_hash) != 32:
+        if len(leaf_hash) != 32 or self._leafidx is None:
             return None
-        with self._read() as txn, txn.cursor(db=self._byhash) as cur:
-            candidates = (
-                [_unpack(v)[0] for v in cur.iternext_dup(keys=False)]
-                if cur.set_key(leaf_hash[:8])
-                else []
-            )
-        size = self._size
-        for index in sorted(candidates):
-            if index < size and self.read_hashes([(0, index)])[0] == leaf_hash:
-                return int(index)
-        return None
+        if self._closed:
+            raise StorageError("storage is closed")
+        self._gate.enter()
+        try:
+            with self._env.begin(buffers=True) as txn:
+                for run in self._runs_in(txn):
+                    for index in leafindex.candidates(txn, self._leafidx, run, leaf_hash):
+                        if self._read_hashes(txn, [(0, index)])[0] == leaf_hash:
+                            return index
+            return None
+        except lmdb.Error as e:
+            raise _map_error("read", e) from e
+        finally:
+            self._gate.leave()
+
+    def _runs_in(self, txn: lmdb.Transaction) -> tuple[leafindex.Run, ...]:
+        """The index directory of ``txn``'s snapshot (parsed once per change)."""
+        raw = txn.get(leafindex.META_RUNS, db=self._meta)
+        if raw is None:
+            return ()
+        known, runs = self._dir
+        if raw != known:
+            data = bytes(raw)
+            try:
+                runs = leafindex.decode_runs(data)
+            except ValueError as e:
+                raise StorageCorruptError(str(e)) from e
+            self._dir = (data, runs)
+        return runs
+
+    def leaf_index_auditor(self) -> leafindex.Auditor | None:
+        """fsck's checker of the leaf-hash index (see :class:`leafindex.Auditor`)."""
+        if self._leafidx is None:
+            return None
+        with self._read() as txn:
+            return leafindex.Auditor(txn, self._leafidx, self._runs_in(txn), self.size())
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         with self._read() as txn:
@@ -676,7 +785,7 @@ class LMDBStorage:
             "entries": self._entries,
             "tail": self._tail_db,
             "dedupe": self._dedupe,
-            "byhash": self._byhash,
+            "leafidx": self._leafidx,
             "checkpoints": self._history,
             "promised": self._promised_db,
             "index": self._index_db,

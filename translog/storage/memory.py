@@ -113,6 +113,9 @@ class MemoryStorage:
     def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
         return self._by_hash.get(leaf_hash)
 
+    def leaf_index_auditor(self) -> None:
+        return None
+
     def put_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         with self._lock:
             self._maybe_fail("before")

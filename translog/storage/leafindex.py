@@ -1,0 +1,396 @@
+"""The leaf-hash index of the LMDB backend: sorted runs merged by size tier (an LSM tree).
+
+It answers "which index has this leaf hash?" for ``get-proof-by-hash`` and ``prove
+--leaf-hash``, and it is append-friendly: every batch adds one sorted run, written with
+``MDB_APPEND``, instead of inserting random keys into a B-tree (which dirtied about one page
+per entry once the index outgrew a batch, see benchmarks/RESULTS.md).
+
+**Items.** An item is a u64: the first 4 bytes of the leaf hash read as a little-endian u32
+(the *prefix*) in the high half, and the entry's offset from the start of its run in the low
+half. Items of a run are distinct, and a run is sorted by item, so all candidates for a prefix
+sit together, in index order. The prefix is only a filter: a lookup checks each candidate
+against the stored level-0 hash, so prefix collisions cost a read and never a wrong answer.
+
+**Runs.** A run covers a contiguous range of indexes ``[lo, hi)``; the runs, oldest first,
+cover ``[0, upto)`` without gaps. A run is stored in the ``leafidx`` sub-database as blocks of
+up to 248 items (1,984 bytes, two blocks to a 4 KiB page, little-endian u64s), under the key
+``u32 run id (big-endian) || first item of the block (u64, big-endian)``. Run ids only grow, so
+each new run is an ``MDB_APPEND`` at the end of the tree. The list of runs is the ``meta``
+record ``leafidx`` (``u32 id || u64 lo || u64 hi`` per run, oldest first); ``leafidx-next``
+holds the next run id.
+
+**Tiers.** A run of fewer than :data:`BASE` items is in tier 0; otherwise in tier
+``1 + floor(log_F(size / BASE))`` with ``F`` = :data:`FANOUT`. After a batch adds its run,
+whenever :data:`FANOUT` runs share the newest tier they are merged into one, and a run is
+never left behind a run of a lower tier. Each entry is therefore rewritten about
+``log_F(n / BASE)`` times, and a lookup probes at most ``(F - 1)`` runs per tier.
+
+**Merging** happens in the batch's own write transaction, so the index is always exactly the
+runs listed in ``meta`` and a crash never leaves it half merged. A merge works through the
+item space in slices, so its memory is the packed input (8 bytes per item), not Python lists.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import operator
+import secrets
+import struct
+import sys
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+ITEMS_PER_BLOCK = 248
+"""Items per stored block: 1,984-byte values, two to a 4 KiB page like the hash chunks."""
+BLOCK_BYTES = ITEMS_PER_BLOCK * 8
+FANOUT = 8
+"""Runs of one tier that are merged into one run of the next tier."""
+BASE = 4096
+"""Runs smaller than this (one batch at most) are tier 0."""
+MAX_RUN = (1 << 32) - 1
+"""Offsets are u32: runs never grow past this many items (they just stop merging)."""
+_SLICE = 1 << 17
+"""Items per merge slice (about 5 MB of Python ints at a time)."""
+_LOW = (1 << 32) - 1
+_MAX_ITEM = (1 << 64) - 1
+_RUN = struct.Struct(">IQQ")
+_RID = struct.Struct(">I")
+_KEY = struct.Struct(">IQ")
+_U64 = struct.Struct(">Q")
+_LITTLE = sys.byteorder == "little"
+META_RUNS = b"leafidx"
+META_NEXT = b"leafidx-next"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One sorted run: its id and the index range ``[lo, hi)`` it covers."""
+
+    rid: int
+    lo: int
+    hi: int
+
+    @property
+    def size(self) -> int:
+        """Items in the run."""
+        return self.hi - self.lo
+
+
+def prefix(leaf_hash: bytes) -> int:
+    """The 32-bit prefix of a leaf hash that items are sorted by."""
+    return int.from_bytes(leaf_hash[:4], "little")
+
+
+def encode_runs(runs: Sequence[Run]) -> bytes:
+    """The ``meta`` record listing ``runs``."""
+    return b"".join(_RUN.pack(r.rid, r.lo, r.hi) for r in runs)
+
+
+def decode_runs(raw: bytes | memoryview | None) -> tuple[Run, ...]:
+    """Parse the ``meta`` record (empty when absent)."""
+    if not raw:
+        return ()
+    if len(raw) % _RUN.size:
+        raise ValueError(f"leaf-hash index directory has {len(raw)} bytes")
+    return tuple(Run(*t) for t in _RUN.iter_unpack(raw))
+
+
+def tier(size: int) -> int:
+    """The size tier of a run of ``size`` items."""
+    t = 0
+    while size >= BASE:
+        size //= FANOUT
+        t += 1
+    return t
+
+
+def plan(sizes: Sequence[int]) -> int:
+    """How many trailing runs (the last being the new one) end up merged into one.
+
+    Simulates the cascade: fold a run into a newer one of a higher tier, and merge the newest
+    runs whenever :data:`FANOUT` of them share a tier. Never builds a run over :data:`MAX_RUN`.
+    """
+    stack = [(s, 1) for s in sizes]
+    while len(stack) >= 2:
+        t = tier(stack[-1][0])
+        if tier(stack[-2][0]) < t:
+            take = 2
+        else:
+            take = 0
+            while take < len(stack) and tier(stack[-1 - take][0]) == t:
+                take += 1
+            if take < FANOUT:
+                break
+        folded = stack[-take:]
+        size = sum(s for s, _ in folded)
+        if size > MAX_RUN:
+            break
+        stack[-take:] = [(size, sum(c for _, c in folded))]
+    return stack[-1][1]
+
+
+def _to_bytes(items: array[int]) -> bytes:
+    if not _LITTLE:
+        items = array("Q", items)
+        items.byteswap()
+    return items.tobytes()
+
+
+def _from_bytes(data: bytes | memoryview) -> array[int]:
+    items = array("Q")
+    items.frombytes(data)
+    if not _LITTLE:
+        items.byteswap()
+    return items
+
+
+def new_run_items(hashes: Sequence[bytes]) -> array[int]:
+    """The sorted items of a run of consecutive leaf hashes (offsets 0, 1, …)."""
+    prefixes = array("I")
+    prefixes.frombytes(b"".join(hashes))
+    if not _LITTLE:
+        prefixes.byteswap()
+    shifted = map(operator.lshift, prefixes[::8], itertools.repeat(32))
+    items = sorted(map(operator.or_, shifted, itertools.count()))
+    return array("Q", items)
+
+
+def merge(parts: Sequence[tuple[array[int], int]]) -> array[int]:
+    """Merge sorted runs ``(items, delta)`` (delta = run.lo - merged.lo) into one sorted run.
+
+    The item space is cut into slices; each slice of every part is re-based, sorted (timsort
+    merges the pre-sorted pieces) and appended, so at most one slice is held as Python ints.
+    """
+    total = sum(len(items) for items, _ in parts)
+    out = array("Q")
+    slices = max(1, total // _SLICE)
+    pos = [0] * len(parts)
+    for s in range(1, slices + 1):
+        bound = (s << 64) // slices
+        chunk: list[int] = []
+        for k, (items, delta) in enumerate(parts):
+            end = len(items) if s == slices else bisect.bisect_left(items, bound, pos[k])
+            piece = items[pos[k] : end]
+            pos[k] = end
+            if delta:
+                chunk.extend(map(operator.add, piece, itertools.repeat(delta)))
+            else:
+                chunk.extend(piece)
+        chunk.sort()
+        out.extend(chunk)
+    return out
+
+
+def blocks(rid: int, items: array[int]) -> list[tuple[bytes, bytes]]:
+    """The (key, value) records of a run, in key order."""
+    data = _to_bytes(items)
+    out = []
+    for start in range(0, len(items), ITEMS_PER_BLOCK):
+        key = _KEY.pack(rid, items[start])
+        out.append((key, data[start * 8 : (start + ITEMS_PER_BLOCK) * 8]))
+    return out
+
+
+def read_run(txn: lmdb.Transaction, db: Any, rid: int) -> array[int]:
+    """All items of run ``rid`` (empty if it has no blocks)."""
+    prefix_key = _RID.pack(rid)
+    values = []
+    with txn.cursor(db=db) as cur:
+        if cur.set_range(prefix_key):
+            for key, value in cur:
+                if key[:4] != prefix_key:
+                    break
+                values.append(value)
+    return _from_bytes(b"".join(values))
+
+
+def delete_run(txn: lmdb.Transaction, db: Any, rid: int) -> None:
+    """Delete every block of run ``rid``."""
+    prefix_key = _RID.pack(rid)
+    with txn.cursor(db=db) as cur:
+        found = cur.set_range(prefix_key)
+        while found and cur.key()[:4] == prefix_key:
+            found = cur.delete()
+
+
+def add_run(
+    txn: lmdb.Transaction,
+    db: Any,
+    runs: tuple[Run, ...],
+    next_rid: int,
+    lo: int,
+    items: array[int],
+) -> tuple[tuple[Run, ...], int]:
+    """Add the run of ``[lo, lo + len(items))``, merging per the tier policy.
+
+    Returns the new directory and next run id; the caller stores both in ``meta``.
+    """
+    hi = lo + len(items)
+    if runs and runs[-1].hi != lo:
+        raise ValueError(f"leaf-hash index covers [0, {runs[-1].hi}), cannot add at {lo}")
+    if not items:
+        return runs, next_rid
+    take = plan([r.size for r in runs] + [len(items)])
+    merged = runs[len(runs) - take + 1 :]
+    base = merged[0].lo if merged else lo
+    if merged:
+        parts = [(read_run(txn, db, r.rid), r.lo - base) for r in merged]
+        parts.append((items, lo - base))
+        items = merge(parts)
+        for r in merged:
+            delete_run(txn, db, r.rid)
+    run = Run(next_rid, base, hi)
+    with txn.cursor(db=db) as cur:
+        cur.putmulti(blocks(run.rid, items), append=True)
+    return (*runs[: len(runs) - len(merged)], run), next_rid + 1
+
+
+def candidates(txn: lmdb.Transaction, db: Any, run: Run, leaf_hash: bytes) -> list[int]:
+    """Indexes in ``run`` whose leaf hash has the prefix of ``leaf_hash``, ascending.
+
+    ``txn`` must have ``buffers=True`` (the blocks are read in place).
+    """
+    p = prefix(leaf_hash)
+    first, stop = p << 32, (p + 1) << 32
+    rid = _RID.pack(run.rid)
+    found: list[int] = []
+    with txn.cursor(db=db) as cur:
+        # The last block that starts below ``stop``, then earlier ones while they may hold more.
+        after = _KEY.pack(run.rid, stop) if stop <= _MAX_ITEM else _RID.pack(run.rid + 1)
+        ok = cur.prev() if cur.set_range(after) else cur.last()
+        while ok:
+            key = cur.key()
+            if key[:4] != rid:
+                break
+            items = _view(cur.value())
+            j = bisect.bisect_left(items, first)
+            more = []
+            while j < len(items) and items[j] < stop:
+                more.append(run.lo + (items[j] & _LOW))
+                j += 1
+            found[:0] = more
+            if _U64.unpack_from(key, 4)[0] < first:
+                break
+            ok = cur.prev()
+    return found
+
+
+class _Swapped(Sequence[int]):
+    """Little-endian u64s read one at a time (big-endian hosts only)."""
+
+    def __init__(self, data: memoryview | bytes) -> None:
+        self._data = data
+
+    def __len__(self) -> int:
+        return len(self._data) // 8
+
+    def __getitem__(self, i: Any) -> Any:
+        return struct.unpack_from("<Q", self._data, i * 8)[0]
+
+
+def _view(value: memoryview | bytes) -> Sequence[int]:
+    if _LITTLE:
+        return memoryview(value).cast("Q")
+    return _Swapped(value)
+
+
+class Auditor:
+    """fsck's check of the index: the runs must hold exactly the items of the leaf hashes.
+
+    At construction every block is read once (in one read transaction): runs must be listed
+    contiguously from 0, each stored strictly sorted, keyed by its first item, with the right
+    number of items, and no block may belong to an unlisted run. Each run is summarised by a
+    multiset fingerprint, the product of ``(r - item)`` modulo the prime ``2**127 - 1`` for a
+    random ``r`` drawn now. :meth:`feed` computes the same fingerprint from the recomputed leaf
+    hashes; a stored run passes when the two agree. A sorted sequence is determined by its
+    multiset, so any change to a run is caught except with probability below ``n / 2**126``.
+    """
+
+    _P = (1 << 127) - 1
+
+    def __init__(self, txn: lmdb.Transaction, db: Any, runs: Sequence[Run], size: int) -> None:
+        self._r = secrets.randbelow(self._P - (1 << 64)) + (1 << 64)
+        self.problems: list[tuple[int, str]] = []
+        self._runs = list(runs)
+        self._stored: dict[int, int] = {}
+        self._expected: dict[int, int] = {}
+        self._k = 0
+        expect = 0
+        for run in self._runs:
+            if run.lo != expect or run.hi <= run.lo:
+                self._problem(
+                    run.lo, f"run {run.rid} covers [{run.lo}, {run.hi}), expected {expect}"
+                )
+            expect = run.hi
+            self._expected[run.rid] = 1
+        if expect != size:
+            self._problem(min(expect, size), f"covers [0, {expect}) of a log of {size} entries")
+        self.upto = expect
+        self._scan(txn, db)
+
+    def _problem(self, index: int, text: str) -> None:
+        self.problems.append((index, f"leaf-hash index: {text}"))
+
+    def _scan(self, txn: lmdb.Transaction, db: Any) -> None:
+        by_rid = {run.rid: run for run in self._runs}
+        counts: dict[int, int] = {}
+        last: dict[int, int] = {}
+        r, p = self._r, self._P
+        with txn.cursor(db=db) as cur:
+            for key, value in cur:
+                if len(key) != _KEY.size or len(value) % 8 or not value:
+                    self._problem(0, f"malformed block {bytes(key).hex()}")
+                    continue
+                rid, first = _KEY.unpack(key)
+                run = by_rid.get(rid)
+                if run is None:
+                    self._problem(0, f"block of unlisted run {rid}")
+                    continue
+                items = _from_bytes(value)
+                if items[0] != first or len(items) > ITEMS_PER_BLOCK:
+                    self._problem(run.lo, f"run {rid}: bad block {bytes(key).hex()}")
+                previous = last.get(rid, -1)
+                acc = self._stored.get(rid, 1)
+                for x in items:
+                    if x <= previous or (x & _LOW) >= run.size:
+                        self._problem(run.lo, f"run {rid} [{run.lo}, {run.hi}) is not sorted")
+                        break
+                    previous = x
+                    acc = acc * (r - x) % p
+                last[rid] = previous
+                self._stored[rid] = acc
+                counts[rid] = counts.get(rid, 0) + len(items)
+        for run in self._runs:
+            if counts.get(run.rid, 0) != run.size:
+                n = counts.get(run.rid, 0)
+                self._problem(run.lo, f"run [{run.lo}, {run.hi}) holds {n} items")
+
+    def feed(self, start: int, hashes: Sequence[bytes]) -> list[tuple[int, str]]:
+        """Account for the leaf hashes of ``start, start + 1, …``; return problems found."""
+        out, self.problems = self.problems, []
+        r, p = self._r, self._P
+        runs, k = self._runs, self._k
+        for index, h in enumerate(hashes, start):
+            while k < len(runs) and index >= runs[k].hi:
+                k += 1
+            if k == len(runs):
+                break
+            run = runs[k]
+            x = (prefix(h) << 32) | (index - run.lo)
+            self._expected[run.rid] = self._expected[run.rid] * (r - x) % p
+            if index == run.hi - 1 and self._expected[run.rid] != self._stored.get(run.rid, 1):
+                out.append(
+                    (index, f"leaf-hash index: run [{run.lo}, {run.hi}) does not match the leaves")
+                )
+        self._k = k
+        return out
+
+    def finish(self) -> list[tuple[int, str]]:
+        """Problems left after the last :meth:`feed`."""
+        out, self.problems = self.problems, []
+        return out
