@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from translog.merkle import leaf_hash
 from translog.storage.base import NewEntry, Storage, WriteBatch
 
 
 def _batch(start: int, puts: list[tuple[bytes, bytes]]) -> WriteBatch:
     leaf = b"\x01" + (1).to_bytes(8, "big") + b"\x00x"
-    return WriteBatch(start, [NewEntry(leaf)], [], 1, index_puts=puts)
+    return WriteBatch(start, [NewEntry(leaf)], [(0, start, leaf_hash(leaf))], 1, index_puts=puts)
 
 
 def test_index_keyspace(storage: Storage) -> None:

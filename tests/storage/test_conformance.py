@@ -176,3 +176,10 @@ def test_promised_entries_until_sequenced(storage: Storage) -> None:
     assert storage.promised() == items[1:]
     storage.append(WriteBatch(1, [], [], 7, {}, [4]))  # sequenced as a duplicate: no new leaf
     assert storage.promised() == [] and storage.size() == 1
+
+
+def test_every_entry_needs_its_leaf_hash(storage: Storage) -> None:
+    leaf = inline_leaf(1, b"x")
+    with pytest.raises(StorageCorruptError):
+        storage.append(WriteBatch(0, [NewEntry(leaf)], [], 1))
+    assert storage.size() == 0

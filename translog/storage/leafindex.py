@@ -41,9 +41,10 @@ import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lmdb
+if TYPE_CHECKING:
+    import lmdb
 
 ITEMS_PER_BLOCK = 248
 """Items per stored block: 1,984-byte values, two to a 4 KiB page like the hash chunks."""

@@ -421,6 +421,11 @@ class LMDBStorage:
             if level & 1:
                 continue
             by_level.setdefault(level, []).append(value)
+        if len(by_level.get(0, ())) != len(batch.entries):
+            raise StorageCorruptError(
+                f"batch at {batch.start} brings {len(batch.entries)} entries and "
+                f"{len(by_level.get(0, ()))} leaf hashes"
+            )
         for level, values in by_level.items():
             if (batch.start >> level) + len(values) != new_size >> level:
                 raise StorageCorruptError(

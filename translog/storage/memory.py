@@ -69,6 +69,11 @@ class MemoryStorage:
                 raise StorageCorruptError(
                     f"timestamp went backwards: {batch.timestamp_ms} < {self._ts}"
                 )
+            leaves = sum(1 for level, _, _ in batch.nodes if level == 0)
+            if leaves != len(batch.entries):
+                raise StorageCorruptError(
+                    f"batch brings {len(batch.entries)} entries and {leaves} leaf hashes"
+                )
             for e in batch.entries:
                 if e.salt is not None and (
                     len(e.leaf) != 42
