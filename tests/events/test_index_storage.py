@@ -37,7 +37,7 @@ def test_index_write_erases_atomically(storage: Storage) -> None:
 
     salt, payload = bytes(range(32)), b"secret"
     leaf = b"\x01" + ts + b"\x01" + hashlib.sha256(salt + payload).digest()
-    storage.append(WriteBatch(0, [NewEntry(leaf, salt, payload)], [], 1))
+    storage.append(WriteBatch(0, [NewEntry(leaf, salt, payload)], [(0, 0, leaf_hash(leaf))], 1))
     assert storage.index_write([(b"e0", b"rec")], erase=[0]) == 1
     entry = storage.get_entries(0, 1)[0]
     assert entry.leaf == leaf and entry.payload is None and entry.salt is None
