@@ -12,7 +12,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from benchmarks import bench_append, bench_audit, bench_disk, bench_http, bench_proofs
+from benchmarks import (
+    bench_append,
+    bench_audit,
+    bench_disk,
+    bench_http,
+    bench_objstore,
+    bench_proofs,
+)
 from benchmarks.common import OUT, Row, Settings, machine, progress
 
 BENCHMARKS: dict[str, Callable[[Settings], list[Row]]] = {
@@ -21,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[Settings], list[Row]]] = {
     "disk": bench_disk.run,
     "http": bench_http.run,
     "audit": bench_audit.run,
+    "objstore": bench_objstore.run,
 }
 
 

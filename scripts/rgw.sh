@@ -9,6 +9,8 @@
 #
 # Environment: RGW_DIR (default /tmp/translog-rgw), RGW_PORT (default 17480), RGW_MON_PORT
 # (default 16789), RGW_STORE (memstore, the default, or bluestore: a sparse file in RGW_DIR).
+# Several clusters can run at once with different RGW_DIR and ports (the tests do that; the
+# OSDs take free ports in 17000-17999).
 #
 # What it takes on one small machine (found by trying; see docs/OBJSTORE.md):
 #  * one monitor, one OSD, size-1 pools with 8 placement groups, CRUSH choosing among OSDs
@@ -82,8 +84,8 @@ auth allow insecure global id reclaim = true
 ms bind ipv4 = true
 ms bind ipv6 = false
 ms bind msgr2 = false
-ms bind port min = 16800
-ms bind port max = 16900
+ms bind port min = 17000
+ms bind port max = 17999
 run dir = $DIR/run
 admin socket = $DIR/run/\$name.asok
 log file = $DIR/log/\$name.log
