@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,18 +50,24 @@ from translog.errors import (
     TranslogError,
 )
 from translog.leaf import (
-    COMMITMENT_SIZE,
     COMMITTED_LEAF_SIZE,
     KIND_COMMITTED,
     LEAF_VERSION,
     MAX_INLINE_PAYLOAD,
-    SALT_SIZE,
+    MAX_LEAF_SIZE,
     committed_leaf,
     inline_leaf,
     new_salts,
     verify_payload,
 )
-from translog.merkle import Frontier, leaf_hash, prove_consistency, prove_inclusion, tree_hash
+from translog.merkle import (
+    HASH_SIZE,
+    Frontier,
+    leaf_hash,
+    prove_consistency,
+    prove_inclusion,
+    tree_hash,
+)
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.signing import NoteSigner, parse_vkey
 from translog.storage.base import (
@@ -88,6 +95,10 @@ def _log_recovery(fut: asyncio.Future[list[Appended]]) -> None:
 T = TypeVar("T")
 Indexer = Callable[[int, Sequence[NewEntry]], Sequence[tuple[bytes, bytes]]]
 """``indexer(start, entries)``: index records for the entries about to be stored at ``start``."""
+
+
+_TIMESTAMP = struct.Struct(">Q")
+"""A leaf's timestamp field (bytes 1-8)."""
 
 
 def now_ms() -> int:
@@ -402,33 +413,43 @@ class Log:
         return out
 
     def accept_prepared(
-        self, salts: Sequence[bytes | None], data: Sequence[bytes]
-    ) -> list[Accepted]:
-        """Build leaves whose expensive part was computed elsewhere (an HTTP worker process).
+        self,
+        timestamp_ms: int,
+        salts: Sequence[bytes | None],
+        leaves: Sequence[bytes],
+        leaf_hashes: bytes,
+    ) -> tuple[list[Accepted], bool]:
+        """Take leaves an HTTP worker process built at ``timestamp_ms``, with their hashes.
 
-        Per entry, ``salts[i]`` and ``data[i]`` are the salt and ``SHA-256(salt || payload)``
-        of a committed leaf, or None and the payload of an inline one. Only the timestamp is
-        fixed here, exactly as :meth:`accept` fixes it, so timestamps stay non-decreasing in
-        pool order whichever process built the rest.
+        ``salts[i]`` is the salt of committed leaf ``i`` (None for an inline one) and
+        ``leaf_hashes`` the concatenated 32-byte leaf hashes. The timestamp becomes
+        ``max(timestamp_ms, previous)``, as :meth:`accept` makes it, so timestamps stay
+        non-decreasing in pool order whichever process built the leaves; when that moves it
+        forward (another worker's entries got in first), the leaves are rebuilt with the new
+        timestamp and hashed again here. Returns the entries and whether that happened.
         """
-        ts = self._timestamp()
-        inline = inline_leaf(ts, b"")
-        committed = inline[:-1] + bytes([KIND_COMMITTED])
-        out: list[Accepted] = []
-        for salt, value in zip(salts, data, strict=True):
-            if salt is None:
-                if len(value) > MAX_INLINE_PAYLOAD:
-                    raise TooLargeError(
-                        f"inline payload of {len(value)} bytes exceeds the "
-                        f"{MAX_INLINE_PAYLOAD}-byte limit of a leaf; submit it committed"
-                    )
-                leaf = inline + value
-            else:
-                if len(salt) != SALT_SIZE or len(value) != COMMITMENT_SIZE:
-                    raise MalformedError("a prepared committed entry needs a salt and a digest")
-                leaf = committed + value
-            out.append(Accepted(leaf, leaf_hash(leaf), ts, salt))
-        return out
+        n = len(leaves)
+        if len(salts) != n or len(leaf_hashes) != n * HASH_SIZE:
+            raise MalformedError("one salt and one leaf hash per prepared leaf are required")
+        stamp = _TIMESTAMP.pack(timestamp_ms)
+        for leaf in leaves:
+            if leaf[1:9] != stamp or len(leaf) > MAX_LEAF_SIZE:
+                raise MalformedError(
+                    "a prepared leaf lacks its batch's timestamp or exceeds the leaf size limit"
+                )
+        if timestamp_ms >= self._last_ts:
+            self._last_ts = timestamp_ms
+            return [
+                Accepted(leaf, leaf_hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE], timestamp_ms, salt)
+                for i, (leaf, salt) in enumerate(zip(leaves, salts, strict=True))
+            ], False
+        ts = self._last_ts
+        stamp = _TIMESTAMP.pack(ts)
+        out = []
+        for leaf, salt in zip(leaves, salts, strict=True):
+            rebuilt = leaf[:1] + stamp + leaf[9:]
+            out.append(Accepted(rebuilt, leaf_hash(rebuilt), ts, salt))
+        return out, True
 
     def submit(
         self,

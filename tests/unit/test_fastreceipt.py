@@ -115,3 +115,19 @@ def test_a_proof_that_misses_the_root_never_becomes_a_receipt() -> None:
         RunHashes(10, 20, 40, hashes, [*proof, proof[0]], tree.root())
     with pytest.raises(StorageCorruptError, match="does not fit"):
         RunHashes(10, 20, 40, hashes[:-32], proof, tree.root())
+
+
+def test_worker_leaves_hash_as_the_log_would_and_move_to_a_later_time() -> None:
+    from translog.http.worker import Prepared
+
+    prepared = Prepared([b"committed", b"inline"], [True, False])
+    ts, salt = prepared.timestamp_ms, prepared.salts[0]
+    assert salt is not None and prepared.salts[1] is None
+    assert prepared.leaves == [committed_leaf(ts, b"committed", salt), inline_leaf(ts, b"inline")]
+    assert prepared.hashes == b"".join(leaf_hash(leaf) for leaf in prepared.leaves)
+    assert prepared.bodies == [b"committed", None]
+    assert prepared.leaves_at(ts) is prepared.leaves
+    assert prepared.leaves_at(ts + 7) == [
+        committed_leaf(ts + 7, b"committed", salt),
+        inline_leaf(ts + 7, b"inline"),
+    ]

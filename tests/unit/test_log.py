@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from translog.errors import (
     SequencerFatalError,
     StorageCorruptError,
     StorageFullError,
-    TooLargeError,
 )
 from translog.fsck import fsck
 from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, decode_leaf, inline_leaf
@@ -266,30 +264,34 @@ async def test_promised_entries_survive_a_crash(
     assert fsck(memory_storage, parse_vkey(signer.vkey), ORIGIN).ok
 
 
-async def test_accept_prepared_builds_the_leaves_accept_would(
-    memory_log: Log, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_accept_prepared_keeps_timestamps_non_decreasing(memory_log: Log) -> None:
     salt = bytes(range(32))
     payload = b"prepared payload"
-    fixed = 1_800_000_000_000
-    monkeypatch.setattr(logmod, "now_ms", lambda: fixed)
-    [committed, inline] = memory_log.accept_prepared(
-        [salt, None], [hashlib.sha256(salt + payload).digest(), b"inline payload"]
+    fixed = memory_log.storage.last_timestamp() + 10_000
+    leaves = [committed_leaf(fixed, payload, salt), inline_leaf(fixed, b"inline payload")]
+    hashes = b"".join(leaf_hash(leaf) for leaf in leaves)
+    [committed, inline], moved = memory_log.accept_prepared(fixed, [salt, None], leaves, hashes)
+    assert not moved
+    assert (committed.leaf, committed.salt, inline.leaf, inline.salt) == (
+        *leaves[:1],
+        salt,
+        leaves[1],
+        None,
     )
-    assert committed.leaf == committed_leaf(fixed, payload, salt) and committed.salt == salt
-    assert inline.leaf == inline_leaf(fixed, b"inline payload") and inline.salt is None
-    for acc in (committed, inline):
-        assert acc.leaf_hash == leaf_hash(acc.leaf) and acc.timestamp_ms == fixed
-    # The clock going back does not make timestamps go back.
-    monkeypatch.setattr(logmod, "now_ms", lambda: fixed - 5000)
-    [later] = memory_log.accept_prepared([None], [b"x"])
-    assert later.timestamp_ms == fixed
-    with pytest.raises(TooLargeError):
-        memory_log.accept_prepared([None], [bytes(MAX_INLINE_PAYLOAD + 1)])
-    with pytest.raises(MalformedError):
-        memory_log.accept_prepared([b"short salt"], [bytes(32)])
-    with pytest.raises(MalformedError):
-        memory_log.accept_prepared([salt], [b"not a digest"])
+    assert (committed.leaf_hash, inline.leaf_hash) == (hashes[:32], hashes[32:])
+    # Leaves built earlier (another worker's message got in first) move to the later time,
+    # and are hashed again.
+    early = [inline_leaf(fixed - 5000, b"x")]
+    [later], moved = memory_log.accept_prepared(fixed - 5000, [None], early, leaf_hash(early[0]))
+    assert moved and later.timestamp_ms == fixed and later.leaf == inline_leaf(fixed, b"x")
+    assert later.leaf_hash == leaf_hash(later.leaf)
+    with pytest.raises(MalformedError, match="timestamp"):
+        memory_log.accept_prepared(fixed + 1, [None], early, leaf_hash(early[0]))
+    with pytest.raises(MalformedError, match="one salt"):
+        memory_log.accept_prepared(fixed, [None], leaves, hashes)
+    with pytest.raises(MalformedError, match="timestamp"):
+        too_big = inline_leaf(fixed, bytes(MAX_INLINE_PAYLOAD)) + b"x"
+        memory_log.accept_prepared(fixed, [None], [too_big], bytes(32))
     appended = await memory_log.submit(
         [payload, None, None],  # type: ignore[list-item]
         accepted=[committed, inline, later],
@@ -298,3 +300,8 @@ async def test_accept_prepared_builds_the_leaves_accept_would(
     assert [e.leaf for e in stored] == [committed.leaf, inline.leaf, later.leaf]
     assert stored[0].payload == payload and stored[0].salt == salt
     assert stored[1].payload is None and stored[1].salt is None
+    assert [a.leaf_hash for a in appended] == [
+        committed.leaf_hash,
+        inline.leaf_hash,
+        later.leaf_hash,
+    ]

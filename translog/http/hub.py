@@ -8,12 +8,14 @@ idempotency state. It does not listen on TCP itself:
 * **Fast path.** Each worker talks to it over a private ``socketpair`` carrying msgpack
   messages. ``["add", id, requests]`` holds every plain submission (``wait=durable``, no
   idempotency key, no rate limit) that one worker received in one event-loop tick, with the
-  salts and commitments already computed. :meth:`Hub.add` fixes the timestamps
-  (:meth:`Log.accept_prepared`), submits them as one group, and once the group is durable in a
-  signed tree answers ``[id, "ok", start, size, root, note, range proof, timestamps, leaf
-  hashes]``. One range proof per message, not one proof per entry: the worker derives each
-  receipt's proof from it (:mod:`translog.fastreceipt`). Errors answer ``[id, "err", class,
-  reason, retry_after]``; they are counted here, as the single-process server counts them.
+  leaves (timestamp, salt, commitment) and leaf hashes already computed. :meth:`Hub.add`
+  keeps timestamps non-decreasing (:meth:`Log.accept_prepared`), submits everything as one
+  group, and once the group is durable in a signed tree answers ``[id, "ok", start, size,
+  root, note, range proof, timestamps, leaf hashes]`` (the hashes only when a timestamp had to
+  move, which changes them). One range proof per message, not one proof per entry: the
+  worker derives each receipt's proof from it (:mod:`translog.fastreceipt`). Errors answer
+  ``[id, "err", class, reason, retry_after]``; they are counted here, as the single-process
+  server counts them.
 * **Everything else** (reads, metrics, health, promises, keyed or rate-limited submissions,
   any request the fast path would refuse) is proxied by the worker over HTTP to this process's
   ordinary app, on a Unix socket in a private directory, so every answer and error is the
@@ -117,17 +119,20 @@ class Hub:
         accepted: list[Accepted] = []
         payloads: list[bytes | None] = []
         stamps: list[int] = []
+        rebuilt = False
         try:
-            for _started, _batch, salts, data, bodies in requests:
-                got = log.accept_prepared(salts, data)
+            for _started, _batch, ts, salts, leaves, bodies, hashes in requests:
+                got, moved = log.accept_prepared(ts, salts, leaves, hashes)
                 stamps.append(got[0].timestamp_ms)
+                rebuilt |= moved
                 accepted += got
                 payloads += bodies
             fut = log.submit(payloads, committed=True, accepted=accepted)  # type: ignore[arg-type]
         except TranslogError as e:
             self._refuse(msgid, requests, writer, e)
             return
-        fut.add_done_callback(partial(self._durable, msgid, requests, stamps, accepted, writer))
+        done = partial(self._durable, msgid, requests, stamps, accepted, rebuilt, writer)
+        fut.add_done_callback(done)
 
     def _durable(
         self,
@@ -135,6 +140,7 @@ class Hub:
         requests: list[list[Any]],
         stamps: list[int],
         accepted: list[Accepted],
+        rebuilt: bool,
         writer: asyncio.StreamWriter,
         fut: asyncio.Future[list[Appended]],
     ) -> None:
@@ -163,7 +169,8 @@ class Hub:
             latency.observe(now - started)
             mode = "batch" if batch else "single"
             self.metrics.inc("translog_submissions_total", mode=mode, wait="durable")
-        hashes = b"".join([a.leaf_hash for a in accepted])
+        # The worker has the leaf hashes, unless a timestamp moved and they were made again.
+        hashes = b"".join([a.leaf_hash for a in accepted]) if rebuilt else None
         answer = [msgid, "ok", start, signed.size, signed.root_hash, signed.note]
         _send(writer, [*answer, list(nodes), stamps, hashes])
 

@@ -56,6 +56,7 @@ from translog.http.hub import die_with_parent, pack, read_message, unpacker
 from translog.http.read import accepts_gzip
 from translog.http.submit import _committed_flags, _Item, _read_body, parse_batch
 from translog.leaf import KIND_COMMITTED, SALT_SIZE, inline_leaf
+from translog.log import now_ms
 from translog.merkle import HASH_SIZE
 from translog.tokens import TokenInfo, TokenStore
 
@@ -111,7 +112,7 @@ class Run:
 
 
 _Placed = tuple[Run, int, int]
-"""A request's share of a run: the run, the offset of its first entry, its timestamp."""
+"""A request's share of a run: the run, the offset of its first entry, its final timestamp."""
 
 
 def _error(name: str, reason: str, retry_after: float) -> TranslogError:
@@ -124,6 +125,17 @@ def _error(name: str, reason: str, retry_after: float) -> TranslogError:
     return cls(reason)
 
 
+class _Message:
+    """The requests of one message to the log process, waiting for its answer."""
+
+    __slots__ = ("futures", "hashes", "sizes")
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[_Placed]] = []
+        self.sizes: list[int] = []
+        self.hashes: list[bytes] = []
+
+
 class HubClient:
     """The worker's side of the fast path: coalesces submissions, routes the answers."""
 
@@ -132,24 +144,21 @@ class HubClient:
     ) -> None:
         self._reader, self._stream, self._writer = reader, stream, writer
         self._next = 0
-        self._pending: dict[int, list[tuple[asyncio.Future[_Placed], int]]] = {}
+        self._pending: dict[int, _Message] = {}
         self._queue: list[list[Any]] = []
-        self._waiting: list[tuple[asyncio.Future[_Placed], int]] = []
+        self._message = _Message()
         self._scheduled = False
 
-    def add(
-        self,
-        started: float,
-        batch: bool,
-        salts: list[bytes | None],
-        data: list[bytes],
-        bodies: list[bytes | None],
-    ) -> asyncio.Future[_Placed]:
+    def add(self, started: float, batch: bool, prepared: Prepared) -> asyncio.Future[_Placed]:
         """Queue one request's entries for the next message; resolves once they are durable."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_Placed] = loop.create_future()
-        self._queue.append([started, batch, salts, data, bodies])
-        self._waiting.append((fut, len(salts)))
+        p = prepared
+        self._queue.append([started, batch, p.timestamp_ms, p.salts, p.leaves, p.bodies, p.hashes])
+        msg = self._message
+        msg.futures.append(fut)
+        msg.sizes.append(len(p.leaves))
+        msg.hashes.append(p.hashes)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -158,9 +167,9 @@ class HubClient:
     def _flush(self) -> None:
         self._scheduled = False
         self._next += 1
-        self._pending[self._next] = self._waiting
+        self._pending[self._next] = self._message
         self._writer.write(pack(["add", self._next, self._queue]))
-        self._queue, self._waiting = [], []
+        self._queue, self._message = [], _Message()
 
     def inc(self, name: str, amount: int, **labels: str) -> None:
         """Increment a counter in the log process's metrics."""
@@ -181,14 +190,16 @@ class HubClient:
         waiting = self._pending.pop(msg[0])
         if msg[1] == "ok":
             _, _, start, size, root, note, proof, stamps, hashes = msg
+            if hashes is None:
+                hashes = b"".join(waiting.hashes)
             run = Run(start, size, root, note, proof, hashes)
             offset = 0
-            for (fut, n), ts in zip(waiting, stamps, strict=True):
+            for fut, n, ts in zip(waiting.futures, waiting.sizes, stamps, strict=True):
                 if not fut.done():
                     fut.set_result((run, offset, ts))
                 offset += n
             return
-        for fut, _ in waiting:
+        for fut in waiting.futures:
             if not fut.done():
                 fut.set_exception(_error(msg[2], msg[3], msg[4]))
 
@@ -343,33 +354,44 @@ def _plain_query(request: web.Request) -> tuple[bool, str | None]:
     return True, kind
 
 
-def _prepare(
-    payloads: list[bytes], committed: list[bool]
-) -> tuple[list[bytes | None], list[bytes], list[bytes | None]]:
-    """Per entry: salt, commitment (or the inline payload), and the payload to store."""
-    salts: list[bytes | None] = []
-    data: list[bytes] = []
-    bodies: list[bytes | None] = []
-    randomness = os.urandom(SALT_SIZE * sum(committed))
-    at = 0
-    sha = hashlib.sha256
-    for payload, keep in zip(payloads, committed, strict=True):
-        if keep:
-            salt = randomness[at : at + SALT_SIZE]
-            at += SALT_SIZE
-            salts.append(salt)
-            data.append(sha(salt + payload).digest())
-            bodies.append(payload)
-        else:
-            salts.append(None)
-            data.append(payload)
-            bodies.append(None)
-    return salts, data, bodies
+class Prepared:
+    """One request's leaves, built in the worker; the log process has the final word on time."""
 
+    __slots__ = ("bodies", "hashes", "leaves", "salts", "timestamp_ms")
 
-def _leaf(ts: int, salt: bytes | None, data: bytes) -> bytes:
-    header = inline_leaf(ts, b"")
-    return header + data if salt is None else header[:-1] + bytes([KIND_COMMITTED]) + data
+    def __init__(self, payloads: list[bytes], committed: list[bool]) -> None:
+        ts = now_ms()
+        self.timestamp_ms = ts
+        header = inline_leaf(ts, b"")
+        committed_header = header[:-1] + bytes([KIND_COMMITTED])
+        self.salts: list[bytes | None] = []
+        self.leaves: list[bytes] = []
+        self.bodies: list[bytes | None] = []
+        randomness = os.urandom(SALT_SIZE * sum(committed))
+        at = 0
+        sha = hashlib.sha256
+        hashes = []
+        for payload, keep in zip(payloads, committed, strict=True):
+            if keep:
+                salt = randomness[at : at + SALT_SIZE]
+                at += SALT_SIZE
+                leaf = committed_header + sha(salt + payload).digest()
+                self.salts.append(salt)
+                self.bodies.append(payload)
+            else:
+                leaf = header + payload
+                self.salts.append(None)
+                self.bodies.append(None)
+            self.leaves.append(leaf)
+            hashes.append(sha(b"\x00" + leaf).digest())
+        self.hashes = b"".join(hashes)
+
+    def leaves_at(self, ts: int) -> list[bytes]:
+        """The leaves with the timestamp the log process gave them (usually their own)."""
+        if ts == self.timestamp_ms:
+            return self.leaves
+        stamp = inline_leaf(ts, b"")[1:9]
+        return [leaf[:1] + stamp + leaf[9:] for leaf in self.leaves]
 
 
 async def post_add(request: web.Request) -> web.Response:
@@ -395,19 +417,18 @@ async def post_add(request: web.Request) -> web.Response:
         committed = _committed_flags([_Item(body, "payload")], kind, server.default_kind)
     except TranslogError:
         return await w.proxy(request, body)
-    salts, data, bodies = _prepare([body], committed)
-    run, offset, ts = await w.hub.add(started, False, salts, data, bodies)
+    prepared = Prepared([body], committed)
+    run, offset, ts = await w.hub.add(started, False, prepared)
     index = run.start + offset
-    hashes = run.hashes()
     at = offset * HASH_SIZE
     receipt = single_receipt_json(
         run.quoted_checkpoint(),
         index,
-        _leaf(ts, salts[0], data[0]),
+        prepared.leaves_at(ts)[0],
         run.leaf_hashes[at : at + HASH_SIZE],
         ts,
-        salts[0],
-        hashes.inclusion_proof_json(index),
+        prepared.salts[0],
+        run.hashes().inclusion_proof_json(index),
     )
     return _receipt(receipt)
 
@@ -438,16 +459,16 @@ async def post_add_batch(request: web.Request) -> web.Response:
         committed = _committed_flags(items, kind, server.default_kind)
     except TranslogError:
         return await w.proxy(request, body)
-    salts, data, bodies = _prepare([it.payload for it in items], committed)
-    run, offset, ts = await w.hub.add(started, True, salts, data, bodies)
+    prepared = Prepared([it.payload for it in items], committed)
+    run, offset, ts = await w.hub.add(started, True, prepared)
     start = run.start + offset
     receipt = batch_receipt_json(
         run.quoted_checkpoint(),
         start,
-        [_leaf(ts, s, d) for s, d in zip(salts, data, strict=True)],
+        prepared.leaves_at(ts),
         run.leaf_hashes,
         [ts] * len(items),
-        salts,
+        prepared.salts,
         run.hashes().range_proof(start, start + len(items)),
         offset * HASH_SIZE,
     )
