@@ -17,6 +17,7 @@ does not verify. This module is pure (no aiohttp, no lmdb).
 
 from __future__ import annotations
 
+import binascii
 import json
 from collections.abc import Sequence
 
@@ -26,6 +27,8 @@ from translog.merkle import HASH_SIZE, node_hash, range_proof_nodes
 from translog.receipt import FORMAT
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_FORMAT = FORMAT.encode("ascii")
+_b2a = binascii.b2a_base64
 
 
 class RunHashes:
@@ -119,24 +122,39 @@ class RunHashes:
         ]
 
 
+_COMMITTED_ENTRY = (
+    b'"index":%d,"leaf":"%s","leaf_hash":"%s","timestamp":%d,"salt":"%s","duplicate":false'
+)
+_INLINE_ENTRY = b'"index":%d,"leaf":"%s","leaf_hash":"%s","timestamp":%d,"duplicate":false'
+
+
 def _entry_fields(
     index: int, leaf: bytes, leaf_hash: bytes, timestamp_ms: int, salt: bytes | None
-) -> str:
+) -> bytes:
     """The fields of one receipt entry up to and including ``duplicate`` (always false)."""
-    salt_field = "" if salt is None else f'"salt":"{b64(salt)}",'
-    return (
-        f'"index":{index},"leaf":"{b64(leaf)}","leaf_hash":"{b64(leaf_hash)}",'
-        f'"timestamp":{timestamp_ms},{salt_field}"duplicate":false'
+    if salt is None:
+        return _INLINE_ENTRY % (
+            index,
+            _b2a(leaf, newline=False),
+            _b2a(leaf_hash, newline=False),
+            timestamp_ms,
+        )
+    return _COMMITTED_ENTRY % (
+        index,
+        _b2a(leaf, newline=False),
+        _b2a(leaf_hash, newline=False),
+        timestamp_ms,
+        _b2a(salt, newline=False),
     )
 
 
-def quote_checkpoint(note: bytes) -> str:
+def quote_checkpoint(note: bytes) -> bytes:
     """The checkpoint note as a JSON string literal (computed once per run)."""
-    return _ENCODER.encode(note.decode("utf-8"))
+    return _ENCODER.encode(note.decode("utf-8")).encode("ascii")
 
 
 def single_receipt_json(
-    quoted_checkpoint: str,
+    quoted_checkpoint: bytes,
     index: int,
     leaf: bytes,
     leaf_hash: bytes,
@@ -149,36 +167,52 @@ def single_receipt_json(
     ``proof_json`` is the audit path from :meth:`RunHashes.inclusion_proof_json`.
     """
     fields = _entry_fields(index, leaf, leaf_hash, timestamp_ms, salt)
-    return (
-        f'{{"format":"{FORMAT}",{fields},"inclusion_proof":{proof_json},'
-        f'"checkpoint":{quoted_checkpoint}}}'
-    ).encode("ascii")
+    return b'{"format":"%s",%s,"inclusion_proof":%s,"checkpoint":%s}' % (
+        _FORMAT,
+        fields,
+        proof_json.encode("ascii"),
+        quoted_checkpoint,
+    )
 
 
 def batch_receipt_json(
-    quoted_checkpoint: str,
+    quoted_checkpoint: bytes,
     start: int,
     leaves: Sequence[bytes],
     leaf_hashes: bytes,
-    timestamps_ms: Sequence[int],
+    timestamp_ms: int,
     salts: Sequence[bytes | None],
     proof: Sequence[bytes],
     leaf_hashes_offset: int = 0,
 ) -> bytes:
-    """A batch receipt for the consecutive entries ``start, start + 1, ...``.
+    """A batch receipt for the consecutive entries ``start, start + 1, ...``, all stamped
+    ``timestamp_ms``.
 
     ``leaf_hashes[leaf_hashes_offset:]`` holds their 32-byte leaf hashes in order; ``proof``
     is the range proof of ``[start, start + len(leaves))``.
     """
     parts = []
     off = leaf_hashes_offset
-    for i, (leaf, ts, salt) in enumerate(zip(leaves, timestamps_ms, salts, strict=True)):
-        lh = leaf_hashes[off : off + HASH_SIZE]
+    b2a = _b2a
+    index = start
+    for leaf, salt in zip(leaves, salts, strict=True):
+        lh = b2a(leaf_hashes[off : off + HASH_SIZE], newline=False)
         off += HASH_SIZE
-        parts.append("{" + _entry_fields(start + i, leaf, lh, ts, salt) + "}")
-    nodes = ",".join(f'"{b64(h)}"' for h in proof)
-    end = start + len(leaves)
+        if salt is None:
+            parts.append(_INLINE_ENTRY % (index, b2a(leaf, newline=False), lh, timestamp_ms))
+        else:
+            fields = (index, b2a(leaf, newline=False), lh, timestamp_ms, b2a(salt, newline=False))
+            parts.append(_COMMITTED_ENTRY % fields)
+        index += 1
+    nodes = b",".join(b'"%s"' % b2a(h, newline=False) for h in proof)
     return (
-        f'{{"format":"{FORMAT}","checkpoint":{quoted_checkpoint},"entries":[{",".join(parts)}],'
-        f'"range_proof":{{"start":{start},"end":{end},"nodes":[{nodes}]}}}}'
-    ).encode("ascii")
+        b'{"format":"%s","checkpoint":%s,"entries":[{%s}],"range_proof":{"start":%d,"end":%d,"nodes":[%s]}}'
+        % (
+            _FORMAT,
+            quoted_checkpoint,
+            b"},{".join(parts),
+            start,
+            index,
+            nodes,
+        )
+    )

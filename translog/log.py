@@ -55,6 +55,7 @@ from translog.leaf import (
     LEAF_VERSION,
     MAX_INLINE_PAYLOAD,
     MAX_LEAF_SIZE,
+    SALT_SIZE,
     committed_leaf,
     inline_leaf,
     new_salts,

@@ -28,6 +28,7 @@ from translog.signing import NoteSigner
 from ..conftest import ORIGIN
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
+TS = 1_700_000_000_000
 
 
 def _tree(n: int) -> tuple[MemoryHashes, list[bytes], list[bytes | None]]:
@@ -38,9 +39,9 @@ def _tree(n: int) -> tuple[MemoryHashes, list[bytes], list[bytes | None]]:
     for i in range(n):
         if i % 3:
             salt = rng.randbytes(32)
-            leaf = committed_leaf(1_700_000_000_000 + i, b"p%d" % i, salt)
+            leaf = committed_leaf(TS, b"p%d" % i, salt)
         else:
-            salt, leaf = None, inline_leaf(1_700_000_000_000 + i, f"é {i}".encode())
+            salt, leaf = None, inline_leaf(TS, f"é {i}".encode())
         leaves.append(leaf)
         salts.append(salt)
         tree.append(leaf_hash(leaf))
@@ -59,12 +60,9 @@ def test_receipts_match_format_receipt_byte_for_byte(
     hashes = b"".join(leaf_hash(leaf) for leaf in leaves[start:end])
     run = RunHashes(start, end, size, hashes, prove_range(start, end, size, tree), cp.root_hash)
     quoted = quote_checkpoint(note)
-    ts = [1_700_000_000_000 + i for i in range(size)]
     for index in (start, (start + end) // 2, end - 1):
         assert run.inclusion_proof(index) == list(prove_inclusion(index, size, tree))
-        entry = ReceiptEntry(
-            index, leaves[index], leaf_hash(leaves[index]), ts[index], salts[index]
-        )
+        entry = ReceiptEntry(index, leaves[index], leaf_hash(leaves[index]), TS, salts[index])
         expected = _COMPACT.encode(
             format_receipt(build_receipt(note, size, [entry], tree, batch=False))
         ).encode()
@@ -73,7 +71,7 @@ def test_receipts_match_format_receipt_byte_for_byte(
             index,
             leaves[index],
             entry.leaf_hash,
-            ts[index],
+            TS,
             salts[index],
             run.inclusion_proof_json(index),
         )
@@ -82,7 +80,7 @@ def test_receipts_match_format_receipt_byte_for_byte(
     # A batch request's sub-run, and the whole run.
     for lo, hi in ((start, end), (start + (end - start) // 3, end)):
         entries = [
-            ReceiptEntry(i, leaves[i], leaf_hash(leaves[i]), ts[i], salts[i]) for i in range(lo, hi)
+            ReceiptEntry(i, leaves[i], leaf_hash(leaves[i]), TS, salts[i]) for i in range(lo, hi)
         ]
         expected = _COMPACT.encode(
             format_receipt(build_receipt(note, size, entries, tree, batch=True))
@@ -92,7 +90,7 @@ def test_receipts_match_format_receipt_byte_for_byte(
             lo,
             leaves[lo:hi],
             hashes,
-            ts[lo:hi],
+            TS,
             salts[lo:hi],
             run.range_proof(lo, hi),
             (lo - start) * 32,
@@ -131,3 +129,39 @@ def test_worker_leaves_hash_as_the_log_would_and_move_to_a_later_time() -> None:
         committed_leaf(ts + 7, b"committed", salt),
         inline_leaf(ts + 7, b"inline"),
     ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'"QQ=="\n"QUJD"',
+        b'"QQ=="\n\n"QUI="\n',
+        b'"QQ=="\r\n"QUJD"',  # a CR: the full parser strips it
+        b' "QQ=="',
+        b'"QQ"',
+        b'"QQ=="\n"',
+        b'"Q\\u0051=="',
+        b'{"payload_b64": "QQ=="}',
+        b'"QQ==QQ=="',
+        b'"A==="',
+        b'""',
+        b"",
+        b"\n\n",
+    ],
+)
+def test_plain_ndjson_takes_only_what_the_full_parser_takes_alike(body: bytes) -> None:
+    from translog.errors import TranslogError
+    from translog.http.submit import parse_batch
+    from translog.http.worker import plain_ndjson
+
+    fast = plain_ndjson(body, 10)
+    try:
+        full: list[bytes] | None = [
+            it.payload for it in parse_batch(body, "application/x-ndjson", 10)
+        ]
+    except TranslogError:
+        full = None
+    if fast is not None:
+        assert fast == full  # never accepts what the full parser refuses, never differs
+    assert plain_ndjson(b'"QQ=="\n' * 11, 10) is None  # over the limit: the full parser says so
+    assert plain_ndjson(b'"QQ=="\n\n"QUI="\n', 10) == [b"A", b"AB"]
