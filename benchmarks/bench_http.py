@@ -63,6 +63,8 @@ PAYLOAD_BYTES = 200
 TARGET_SINGLE_RATIO = 0.5
 TARGET_BATCH = 100_000
 TARGET_P99_MS = 150.0
+WORKERS = 2
+"""``translog serve --workers`` for every translog server (``--workers``; 0 = one process)."""
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ def start_translog(
     """``translog serve`` on 127.0.0.1:0 (through benchmarks/http_serve.py for options)."""
     ready = tmp / f"{name}.ready"
     serve = ["serve", "--data", str(data.path), "--listen", "127.0.0.1:0"]
-    serve += ["--ready-file", str(ready)]
+    serve += ["--ready-file", str(ready), "--workers", str(WORKERS)]
     if uvloop or profile:
         cmd = [sys.executable, "-m", "benchmarks.http_serve"]
         cmd += ["--uvloop"] if uvloop else []
@@ -228,11 +230,12 @@ def start_translog(
     return Server(name, cmd, ready, tmp / f"{name}.log")
 
 
-def start_trivial(tmp: Path, name: str, *, uvloop: bool = False) -> Server:
-    """The trivial aiohttp baseline server."""
+def start_trivial(tmp: Path, name: str, *, uvloop: bool = False, procs: int = 1) -> Server:
+    """The trivial aiohttp baseline server (``procs`` processes on one port)."""
     ready = tmp / f"{name}.ready"
     cmd = [sys.executable, "-m", "benchmarks.http_trivial", "--ready-file", str(ready)]
     cmd += ["--uvloop"] if uvloop else []
+    cmd += ["--procs", str(procs)]
     return Server(name, cmd, ready, tmp / f"{name}.log")
 
 
@@ -574,6 +577,8 @@ def setup(plan: Plan, settings: Settings) -> Iterator[Setup]:
         try:
             servers["translog"] = start_translog(write, tmp, "translog")
             servers["trivial"] = start_trivial(tmp, "trivial")
+            if WORKERS > 1:
+                servers[_multi()] = start_trivial(tmp, "trivial-multi", procs=WORKERS)
             servers["translog read"] = start_translog(read, tmp, "translog-read")
             sanity_check(servers["translog"].port, write)
             if uv:
@@ -620,6 +625,7 @@ def repetition(s: Setup, plan: Plan, series: Series, rep: int, notes: list[str])
     c1, cb = SINGLE_CONNECTIONS, BATCH_CONNECTIONS
     # 1. single-entry submissions vs the trivial POST handler
     order = ["trivial", "translog"] + (["trivial uvloop", "translog uvloop"] if s.uvloop else [])
+    order += [_multi()] if _multi() in s.servers else []
     for name in order if rep % 2 == 0 else order[::-1]:
         load = "single" if name.startswith("translog") else "trivial post"
         r = _measure(s, name, load, c1, plan.closed_s, plan.warm_s)
@@ -687,6 +693,21 @@ def rows(series: Series, s: Setup) -> list[Row]:
             note=f"target >= {TARGET_SINGLE_RATIO:.0%} of trivial",
         )
     )
+    multi = single + _multi()
+    if multi in series.values:
+        out.append(series.row(multi, "req/s", single + "trivial", shown_as="trivial"))
+        series.values["translog vs multi"] = series.values[single + "translog"]
+        out.append(
+            series.row(
+                "translog vs multi",
+                "req/s",
+                multi,
+                shown_as=_multi(),
+                note="same number of HTTP processes",
+            )
+        )
+        for q in ("p50", "p99"):
+            out.append(series.row(f"{multi} {q}", "ms"))
     if s.uvloop:
         out.append(
             series.row(single + "trivial uvloop", "req/s", single + "trivial", shown_as="trivial")
@@ -745,6 +766,11 @@ def rows(series: Series, s: Setup) -> list[Row]:
     return out
 
 
+def _multi() -> str:
+    """The name of the trivial server with as many processes as translog has workers."""
+    return f"trivial {WORKERS} procs"
+
+
 def verdicts(table: list[Row]) -> list[str]:
     """The issue's targets, met or missed, from the medians."""
     by = {r.case: r for r in table}
@@ -773,7 +799,9 @@ def run(
         for rep in range(plan.reps):
             state = wait_for_quiet(wait_quiet)
             notes.append(f"rep {rep + 1}: {state}")
-            progress(f"http: repetition {rep + 1}/{plan.reps} ({state})")
+            load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+            notes.append(f"rep {rep + 1}: load average {load} at start")
+            progress(f"http: repetition {rep + 1}/{plan.reps} ({state}, load average {load})")
             repetition(s, plan, series, rep, notes)
         notes.extend(s.notes)
         notes.append(
@@ -894,7 +922,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="wait up to S seconds while other benchmark processes run",
     )
     p.add_argument("--profile", action="store_true", help="cProfile the server instead")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help=f"translog serve --workers (default {WORKERS}; 0 = one process)",
+    )
     args = p.parse_args(argv)
+    globals()["WORKERS"] = args.workers
     signal.signal(signal.SIGTERM, _interrupt)  # so that the servers are stopped on SIGTERM too
     settings = Settings(quick=args.quick, reps=args.reps)
     facts = {**machine(), **extra_machine_facts()}

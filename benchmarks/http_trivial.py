@@ -1,13 +1,15 @@
 """The same-run baseline for benchmarks/bench_http.py: a trivial aiohttp server.
 
-``python -m benchmarks.http_trivial --ready-file PATH [--uvloop]`` listens on 127.0.0.1 (a free
-port, written to the ready file) and answers:
+``python -m benchmarks.http_trivial --ready-file PATH [--uvloop] [--procs N]`` listens on
+127.0.0.1 (a free port, written to the ready file) and answers:
 
 * ``POST /add``: reads the whole body and returns ``{"ok":true,"bytes":N}``;
 * ``GET /get/...``: a fixed 64-byte ``application/octet-stream`` body.
 
 No access log, no auth, no storage: the floor that aiohttp itself sets on this machine.
-It stops on SIGTERM or SIGINT.
+With ``--procs N`` it runs N such processes on one port (``SO_REUSEPORT``, as
+``translog serve --workers N`` does), for a per-process comparison with translog's workers.
+It stops on SIGTERM or SIGINT (the first process stops the others).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 from pathlib import Path
 
 from aiohttp import web
@@ -36,19 +39,26 @@ async def get_any(request: web.Request) -> web.Response:
     return web.Response(body=_GET_BODY, headers={"Content-Type": "application/octet-stream"})
 
 
-async def serve(ready_file: Path) -> None:
-    """Serve until SIGTERM or SIGINT."""
+def _socket(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    return sock
+
+
+async def serve(sock: socket.socket, ready_file: Path | None) -> None:
+    """Serve on ``sock`` until SIGTERM or SIGINT; write the ready file if given."""
     app = web.Application()
     app.router.add_post("/add", post_add)
     app.router.add_get("/get/{tail:.*}", get_any)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    tmp = ready_file.with_name(f".{ready_file.name}.tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, ready_file)
+    await web.SockSite(runner, sock).start()
+    if ready_file is not None:
+        tmp = ready_file.with_name(f".{ready_file.name}.tmp")
+        tmp.write_text(f"{sock.getsockname()[1]}\n")
+        os.replace(tmp, ready_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,13 +72,32 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.http_trivial")
     p.add_argument("--ready-file", required=True, type=Path)
     p.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    p.add_argument("--procs", type=int, default=1, help="processes sharing the port")
     args = p.parse_args()
-    if args.uvloop:
-        import uvloop
+    first = _socket(0)
+    children = []
+    for _ in range(args.procs - 1):
+        pid = os.fork()
+        if pid == 0:
+            first.close()
+            _run(_socket(first.getsockname()[1]), None, uvloop=args.uvloop)
+            os._exit(0)
+        children.append(pid)
+    try:
+        _run(first, args.ready_file, uvloop=args.uvloop)
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
 
-        uvloop.run(serve(args.ready_file))
+
+def _run(sock: socket.socket, ready_file: Path | None, *, uvloop: bool) -> None:
+    if uvloop:
+        import uvloop as uv
+
+        uv.run(serve(sock, ready_file))
     else:
-        asyncio.run(serve(args.ready_file))
+        asyncio.run(serve(sock, ready_file))
 
 
 if __name__ == "__main__":

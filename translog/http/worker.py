@@ -14,8 +14,8 @@ and writes the access log. It never opens the storage.
   checked against the checkpoint's root before it is sent.
 * **Everything else**, and every request the fast path would refuse, is proxied to the log
   process's ordinary app, so its answer, status, headers and error are exactly those of the
-  single-process server. Successful public, immutable answers (full tiles and entry bundles)
-  are kept in a bounded in-memory cache and served from it.
+  single-process server. Successful public, immutable tiles and entry bundles (full ones;
+  partial tiles are not immutable) are kept in a bounded in-memory cache and served from it.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ _HOP_BY_HOP = frozenset(
 )
 _NOT_FORWARDED_BACK = _HOP_BY_HOP | {"date", "server"}
 _KINDS = frozenset({"committed", "inline"})
+_TILE = "/tile/"
+"""Only tiles and entry bundles are cached: clients fetch the same ones again and again."""
 _NDJSON = "application/x-ndjson"
 _PLAIN_TYPES = frozenset({_NDJSON, "application/json"})
 
@@ -298,6 +300,7 @@ class Worker:
             and status == 200
             and control.startswith("public")
             and "immutable" in control
+            and _TILE in request.path
         ):
             self._keep(key, response, len(payload))
         return response
