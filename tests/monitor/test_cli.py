@@ -109,3 +109,42 @@ def test_monitor_once_with_config(
     lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
     assert [json.loads(x)["alert"] for x in lines] == ["rollback"]
     assert json.loads(out)["alert"] == "rollback"
+
+
+def test_monitor_process_polls_until_sigterm(server: MaliciousServer, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "monitor.toml"
+    cfg.write_text(
+        f'state = "state.sqlite"\n[output]\nfile = "alerts.jsonl"\n'
+        f'[[log]]\nurl = "{server.url}"\nvkey = "{server.log.key.vkey}"\n'
+        "interval_seconds = 0.1\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "translog", "monitor", "-c", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while server.requests < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.checkpoint_override = server.log.checkpoint(5)
+        lines: list[str] = []
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+            path = tmp_path / "alerts.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "following" in err and "stopped" in err
+    assert json.loads(out.splitlines()[0])["alert"] == "rollback"
+    assert [json.loads(x)["alert"] for x in lines] == ["rollback"]

@@ -178,3 +178,21 @@ async def test_tampered_evidence_fails_offline(rig: Rig) -> None:
     obj["older"], obj["newer"] = obj["newer"], obj["newer"]
     with pytest.raises(VerificationError, match=r"refuted|not proven"):
         verify_file(json.dumps(obj).encode(), rig.cfg.vkey)
+
+
+async def test_witness_policy_not_met(tmp_path: Path) -> None:
+    from translog.signing import CosignatureSigner
+
+    log = make_log(20)
+    witness = CosignatureSigner.generate("w1.example")
+    policy = tmp_path / "log.policy"
+    policy.write_text(f"log {log.key.vkey}\nwitness W1 {witness.vkey}\nquorum W1\n")
+    r = Rig(tmp_path, log, policy=policy)
+    try:
+        alerts = await r.poll()
+        assert [a.kind for a in alerts] == ["witness_policy"]
+        lines = check_offline(alerts[0], r.cfg.vkey)
+        assert "does not meet the policy" in "\n".join(lines)
+        assert r.store.log("fake") is None
+    finally:
+        await r.close()

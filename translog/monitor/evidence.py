@@ -375,7 +375,8 @@ def _stale(f: Fields, v: NoteVerifier, p: WitnessPolicy | None) -> tuple[bool, l
         )
     return False, [
         f"observed: checkpoint size {cp.size} (signed) unchanged for "
-        f"{(detected - since) // 1000} s, over the {after // 1000} s allowed (the monitor's clock)"
+        f"{(detected - since) / 1000:.1f} s, over the {after / 1000:.1f} s allowed "
+        "(the monitor's clock)"
     ]
 
 

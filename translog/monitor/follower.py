@@ -595,7 +595,11 @@ class Follower:
                     "path": hash_list(proof[1]) if proof else [],
                 }
             )
-            where = m.reason if m is not None else f"entry {node[1] << node[0]}"
+            where = (
+                m.reason
+                if m is not None
+                else f"entry {node[1] << node[0]} differs from the tree's leaf"
+            )
             reason += f": {bundle_ref.path}: {where}"
         await self._alert(
             "bundle_mismatch",
@@ -751,7 +755,8 @@ class Follower:
                     "stale",
                     _fp(state.note, state.changed_at),
                     f"the checkpoint (size {state.size}) has not changed for "
-                    f"{(now - state.changed_at) // 1000} s, over {n} intervals",
+                    f"{(now - state.changed_at) / 1000:.1f} s, over {n} intervals "
+                    f"({allowed / 1000:.1f} s)",
                     {
                         "checkpoint": note_text(state.note),
                         "unchanged_since": state.changed_at,
