@@ -32,6 +32,7 @@ PURE = [
     "translog.verify",
     "translog.metrics",
     "translog.fsck",
+    "translog.loglist",
     "translog.monitor.config",
     "translog.monitor.evidence",
     "translog.monitor.recompute",

@@ -133,7 +133,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from translog.datadir import open_data_dir
-    from translog.http import objstore
+    from translog.http import objstore, shards
     from translog.http.app import configure_logging, make_app, parse_listen, run_server, tls_context
     from translog.tokens import TokenStore
 
@@ -166,6 +166,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         if role is not None:
             role.attach(app)
+        shards.apply_frozen(app, data_dir.path)  # a frozen log refuses submissions (409)
     except BaseException:
         storage.close()
         raise

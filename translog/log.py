@@ -40,6 +40,7 @@ from typing import TypeVar
 from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from translog.ct import TreeHeadSigner
 from translog.errors import (
+    ConflictError,
     MalformedError,
     PushbackError,
     SequencerFatalError,
@@ -267,6 +268,9 @@ class Log:
         self._closing = False
         self._closed = False
         self._drained: asyncio.Future[None] | None = None
+        self.frozen: str | None = None
+        """Set on a frozen log (temporal sharding, translog.http.shards): submissions are
+        refused with this reason (HTTP 409)."""
         self.write_guard: Callable[[], None] | None = None
         """Called on the writer thread before every durable write; raising stops it (used by
         the single-writer lease, translog.publish.lease)."""
@@ -474,6 +478,8 @@ class Log:
         """
         if self._fatal is not None:
             raise SequencerFatalError(f"the sequencer stopped: {self._fatal}")
+        if self.frozen is not None:
+            raise ConflictError(self.frozen)
         if self._closing or self._wakeup is None:
             raise PushbackError("the log is shutting down", retry_after=5.0)
         if not payloads:

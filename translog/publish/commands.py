@@ -77,6 +77,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
     p.set_defaults(func=_cmd_mirror)
 
+    p = sub.add_parser("freeze", help="sign a final checkpoint and refuse new entries for good")
+    p.add_argument("--data", required=True, metavar="DIR", help="the log (stopped) to freeze")
+    p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
+    p.add_argument("--successor", metavar="NAME", help="the log that takes new entries")
+    p.set_defaults(func=_cmd_freeze)
+
+    p = sub.add_parser("serve-shards", help="serve several logs in one process, and /logs.json")
+    p.add_argument("--config", required=True, metavar="FILE", help="the shards file (TOML)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="override listen; port 0 = any")
+    p.add_argument("--ready-file", metavar="PATH", help="write the bound port here once serving")
+    p.add_argument("--no-standby", action="store_true", help="exit if a lease is held elsewhere")
+    p.set_defaults(func=_cmd_serve_shards)
+
+    p = sub.add_parser("logs", help="read and verify a published log list (/logs.json)")
+    p.add_argument("--url", required=True, help="the log list URL, e.g. http://host/logs.json")
+    p.add_argument("--check", action="store_true", help="also check every log's checkpoint")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    p.set_defaults(func=_cmd_logs)
+
 
 def _config(args: argparse.Namespace, url: str | None) -> tuple[DataDir, Config]:
     from translog.datadir import open_data_dir
@@ -235,3 +254,108 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
     finally:
         mirror.close()
         storage.close()
+
+
+def _cmd_freeze(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from translog.checkpoint import open_checkpoint
+    from translog.datadir import open_data_dir
+    from translog.http.shards import write_frozen
+    from translog.log import Log
+    from translog.loglist import read_frozen
+    from translog.signing import parse_vkey
+
+    data_dir = open_data_dir(args.data, args.config)
+    if read_frozen(data_dir.path) is not None:
+        raise ConfigError(f"{data_dir.path} is already frozen")
+    storage = data_dir.open_storage()
+    log = Log(storage, data_dir.config.log.origin, data_dir.signer, data_dir.tree_head_signer)
+
+    async def final() -> None:
+        await log.start()  # sequences promised entries left by a crash first
+        await log.close()  # drains and publishes the final checkpoint
+
+    asyncio.run(final())
+    storage = data_dir.open_storage(readonly=True)
+    try:
+        latest = storage.latest_checkpoint()
+    finally:
+        storage.close()
+    assert latest is not None
+    cp = open_checkpoint(latest.note, parse_vkey(data_dir.signer.vkey))[0]
+    record = {
+        "final_checkpoint": latest.note.decode(),
+        "size": cp.size,
+        "frozen_ms": latest.timestamp_ms,
+        "successor": args.successor,
+    }
+    path = write_frozen(data_dir.path, record)
+    print(f"froze {cp.origin} at size {cp.size}; wrote {path}")
+    print(latest.note.decode(), end="")
+    return EXIT_OK
+
+
+def _cmd_serve_shards(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from translog.http.app import configure_logging, parse_listen, run_server
+    from translog.http.shards import build_shards_app, load_shards
+
+    listen, specs = load_shards(args.config)
+    host, port = parse_listen(args.listen or listen)
+    configure_logging()
+    app, storages = build_shards_app(specs, standby=not args.no_standby)
+
+    def ready(bound: int) -> None:
+        names = ", ".join(f"/{s.name}" for s in specs)
+        print(f"translog serving {len(specs)} logs at http://{host}:{bound} ({names})", flush=True)
+
+    ready_file = Path(args.ready_file) if args.ready_file else None
+    asyncio.run(run_server(app, host, port, ready_file=ready_file, on_ready=ready))
+    del storages  # each log's own cleanup closed its storage
+    return EXIT_OK
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    import asyncio
+    import urllib.request
+
+    from translog.loglist import parse_log_list
+
+    try:
+        with urllib.request.urlopen(args.url, timeout=args.timeout) as resp:
+            data = resp.read()
+    except OSError as e:
+        raise ConfigError(f"couldn't fetch {args.url}: {e}") from e
+    logs = parse_log_list(data, args.url)
+    for log in logs:
+        extra = ""
+        if log.final_checkpoint is not None:
+            extra = f" final size {log.final_checkpoint.size}"
+            if log.successor:
+                extra += f", successor {log.successor}"
+        print(f"{log.name}  {log.state}  {log.origin}  {log.url}{extra}")
+    if not args.check:
+        return EXIT_OK
+
+    async def check() -> int:
+        from translog.client import LogClient
+
+        bad = 0
+        for log in logs:
+            async with LogClient(log.url, log.vkey, timeout=args.timeout) as client:
+                cp = await client.checkpoint()
+                if log.final_checkpoint is not None:
+                    final = log.final_checkpoint
+                    if (cp.size, cp.checkpoint.root_hash) != (final.size, final.root_hash):
+                        _say(
+                            f"translog: frozen log {log.name} serves size {cp.size}, "
+                            f"not its final checkpoint (size {final.size})"
+                        )
+                        bad += 1
+                        continue
+                print(f"ok: {log.name} serves a verified checkpoint of size {cp.size}")
+        return 3 if bad else EXIT_OK
+
+    return asyncio.run(check())
