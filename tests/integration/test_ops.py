@@ -87,6 +87,7 @@ _REQUIRED = {
     "translog_pushbacks_total": "counter",
     "translog_checkpoints_published_total": "counter",
     "translog_storage_full_total": "counter",
+    "translog_checkpoints_withheld_total": "counter",
     "translog_batch_entries": "histogram",
     "translog_batch_commit_seconds": "histogram",
 }
@@ -178,7 +179,13 @@ def test_render_log_metrics_keeps_large_values_exact() -> None:
         pending=100_001,
         fatal=None,
         published=SimpleNamespace(size=1_234_567_890, timestamp_ms=1_000),
-        stats={"submitted": 9_876_543_210, "pushbacks": 0, "published": 3, "storage_full": 0},
+        stats={
+            "submitted": 9_876_543_210,
+            "pushbacks": 0,
+            "published": 3,
+            "storage_full": 0,
+            "withheld": 0,
+        },
         batch_sizes=Histogram("translog_batch_entries", "h", SIZE_BUCKETS),
         integration_seconds=Histogram("translog_batch_commit_seconds", "h", LATENCY_BUCKETS),
     )

@@ -162,6 +162,12 @@ async def test_quorum_missing_withholds_publication(env: Env) -> None:
     published = log.published
     assert published is not None and published.size == 0  # nothing new without w3
     assert log.stats["withheld"] >= 2
+    async with ClientSession() as http, http.get(f"{env.url}/metrics") as resp:
+        metrics = await resp.text()
+    (line,) = [
+        x for x in metrics.splitlines() if x.startswith("translog_checkpoints_withheld_total")
+    ]
+    assert float(line.split()[-1]) >= 2
     # w3 comes back on the same port with its state: publication resumes.
     await env.witnesses[2].start(env.signer.vkey, port=port)
     await wait_for(lambda: log.published is not None and log.published.size == 1)

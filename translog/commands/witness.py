@@ -79,9 +79,14 @@ def _cmd_witness(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen or config.listen)
     misbehaviour_dir = config.base / config.gossip.misbehaviour_dir
 
+    gossips: list[Gossip] = []
+
     def on_misbehaviour(m: Misbehaviour) -> None:
         path = write_misbehaviour_file(misbehaviour_dir, m)
         print(f"translog witness: misbehaviour of {m.origin} written to {path}", file=sys.stderr)
+        for g in gossips:  # listed in /gossip/v1/status with the ones gossip finds
+            g.files.append(str(path))
+            g.alerts.append(f"{m.kind}: log {m.origin} ({path.name})")
 
     configure_logging()
     state = LMDBWitnessState(config.state)
@@ -95,6 +100,7 @@ def _cmd_witness(args: argparse.Namespace) -> int:
         timeout_ms=config.gossip.timeout_ms,
         unproven_rounds=config.gossip.unproven_rounds,
     )
+    gossips.append(gossip)
     app = make_witness_app(witness, prefix=config.prefix, gossip=gossip)
 
     def ready(bound: int) -> None:

@@ -57,6 +57,11 @@ _STATS_COUNTERS = (
     ("pushbacks", "translog_pushbacks_total", "submissions refused because the pool was full"),
     ("published", "translog_checkpoints_published_total", "checkpoints published"),
     ("storage_full", "translog_storage_full_total", "batches refused because storage is full"),
+    (
+        "withheld",
+        "translog_checkpoints_withheld_total",
+        "checkpoints not published because the witness quorum was not met",
+    ),
 )
 
 
