@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from translog.errors import MalformedError, TooLargeError, VerificationError
@@ -73,6 +74,21 @@ def committed_leaf(timestamp_ms: int, payload: bytes, salt: bytes) -> bytes:
     except struct.error as e:
         raise MalformedError(f"leaf timestamp {timestamp_ms} is not a u64") from e
     return header + hashlib.sha256(salt + payload).digest()
+
+
+def committed_leaves(
+    timestamp_ms: int, payloads: Sequence[bytes], salts: Sequence[bytes]
+) -> list[bytes]:
+    """Committed leaves for many payloads under one timestamp (one header for all)."""
+    if len(payloads) != len(salts):
+        raise MalformedError(f"{len(payloads)} payloads but {len(salts)} salts")
+    if set(map(len, salts)) - {SALT_SIZE}:
+        raise MalformedError(f"every salt must be {SALT_SIZE} bytes")
+    header = _header(timestamp_ms, KIND_COMMITTED)
+    sha = hashlib.sha256
+    return [
+        header + sha(salt + payload).digest() for salt, payload in zip(salts, payloads, strict=True)
+    ]
 
 
 def new_salt() -> bytes:

@@ -12,6 +12,7 @@ level 0 holds the leaf hashes themselves.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -30,6 +31,12 @@ _Node = tuple[int, int]
 def leaf_hash(data: bytes) -> bytes:
     """Return the RFC 6962 leaf hash ``SHA-256(0x00 || data)``."""
     return _sha256(_LEAF_PREFIX + data).digest()
+
+
+def leaf_hashes(leaves: Iterable[bytes]) -> list[bytes]:
+    """RFC 6962 leaf hashes of many leaves (the sequencer's hot path: one comprehension)."""
+    sha = _sha256
+    return [sha(b"\x00" + leaf).digest() for leaf in leaves]
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -363,6 +370,11 @@ class MemoryHashes:
         return tree_hash(self.size, self)
 
 
+def _set_bits(n: int) -> list[int]:
+    """The positions of the set bits of ``n``, highest first."""
+    return [b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
+
+
 class Frontier:
     """The compact range of a growing tree: enough to append leaves and compute the root.
 
@@ -419,6 +431,42 @@ class Frontier:
             stack.append(h)
         else:
             self._stack.append(leaf_hash)
+        return created
+
+    def extend(self, leaf_hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
+        """Append many leaf hashes; return every node they complete, as ``(level, index, hash)``.
+
+        The same nodes as calling :meth:`append` for each hash, but listed level by level
+        (each level in index order), and computed a level at a time: every interior node of
+        the batch is one SHA-256 in a list comprehension over the level below.
+        """
+        if set(map(len, leaf_hashes)) - {HASH_SIZE}:
+            raise MalformedError(f"leaf hashes must be {HASH_SIZE} bytes")
+        old = self._size
+        new = old + len(leaf_hashes)
+        created = list(zip(itertools.repeat(0), range(old, new), leaf_hashes))
+        # The old frontier's node at each level (one per set bit of the old size).
+        held = {lvl: h for lvl, h in zip(_set_bits(old), self._stack, strict=True)}
+        sha = _sha256
+        stack: list[bytes] = []
+        row = list(leaf_hashes)
+        level = 0
+        while (new >> level) > 0:
+            lo = old >> level
+            if lo & 1:
+                row.insert(0, held[level])
+                lo -= 1
+            if len(row) & 1:
+                stack.append(row[-1])
+            parents = [
+                sha(b"\x01" + a + b).digest() for a, b in zip(row[::2], row[1::2], strict=False)
+            ]
+            level += 1
+            created += zip(itertools.repeat(level), range(lo >> 1, new >> level), parents)
+            row = parents
+        stack.reverse()
+        self._stack = stack
+        self._size = new
         return created
 
     def root(self) -> bytes:

@@ -15,14 +15,16 @@ lowest bits of the shape spell out the index.)
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from translog.errors import InvalidProofError
+from translog.errors import InvalidProofError, MalformedError
 from translog.merkle import (
     HASH_SIZE,
+    Frontier,
     MemoryHashes,
     prove_consistency,
     prove_inclusion,
@@ -224,3 +226,20 @@ def test_consistency_wrong_size_fails_unless_same_shape(case: tuple[int, int], h
     else:
         with pytest.raises(InvalidProofError):
             verify_consistency(*args)
+
+
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=6), st.randoms(use_true_random=False))
+@settings(max_examples=100, deadline=None)
+def test_frontier_extend_equals_appends(batches: list[int], rnd: Any) -> None:
+    one, bulk = Frontier(), Frontier()
+    for n in batches:
+        hashes = [rnd.randbytes(32) for _ in range(n)]
+        expected = [node for h in hashes for node in one.append(h)]
+        got = bulk.extend(hashes)
+        assert sorted(got) == sorted(expected)
+        for level in {lvl for lvl, _, _ in got}:  # level by level, each in index order
+            indexes = [i for lvl, i, _ in got if lvl == level]
+            assert indexes == sorted(indexes)
+        assert bulk.size == one.size and bulk.root() == one.root()
+    with pytest.raises(MalformedError):
+        bulk.extend([b"short"])

@@ -136,3 +136,19 @@ def test_records_of_the_earlier_layout_still_read(tmp_path: Path) -> None:
         txn.put(struct.pack(">Q", 0), leaf + salt + payload, db=s.db_handles()["entries"])
     assert s.get_entries(0, 1)[0] == StoredEntry(0, leaf, salt, payload)
     s.close()
+
+
+def test_cached_chunks_match_the_store_across_growth_and_eviction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import translog.storage.lmdb as lmdb_mod
+
+    monkeypatch.setattr(lmdb_mod, "_CHUNK_CACHE_MAX", 3)
+    s = LMDBStorage(tmp_path / "db", map_size=1 << 24)
+    frontier, model = Frontier(), MemoryHashes()
+    for i in range(6):  # level-4 and level-6 chunks fill up as the tree grows
+        s.append(make_batch(frontier, model, CHUNK * 16 * 3 + 17, i))
+        nodes = [n for n in all_nodes(s.size()) if 3 <= n[0] <= 8]
+        assert s.read_hashes(nodes) == model.read_hashes(nodes)
+        assert len(s._chunk_cache) <= 3
+    s.close()

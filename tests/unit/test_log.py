@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 from pathlib import Path
 
@@ -305,3 +306,27 @@ async def test_accept_prepared_keeps_timestamps_non_decreasing(memory_log: Log) 
         inline.leaf_hash,
         later.leaf_hash,
     ]
+
+
+async def test_start_raises_the_young_gc_threshold_and_never_lowers_it() -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, saved[1], saved[2])
+        log = Log(MemoryStorage(), "example.com/log", NoteSigner.generate("example.com/log"))
+        await log.start()
+        assert gc.get_threshold() == (50_000, saved[1], saved[2])
+        await log.close()
+        gc.set_threshold(90_000, saved[1], saved[2])
+        options = LogOptions(gc_young_threshold=10_000)
+        log = Log(
+            MemoryStorage(),
+            "example.com/log",
+            NoteSigner.generate("example.com/log"),
+            None,
+            options,
+        )
+        await log.start()
+        assert gc.get_threshold()[0] == 90_000
+        await log.close()
+    finally:
+        gc.set_threshold(*saved)

@@ -142,7 +142,7 @@ def _to_bytes(items: array[int]) -> bytes:
     return items.tobytes()
 
 
-def _from_bytes(data: bytes | memoryview) -> array[int]:
+def _from_bytes(data: bytes | bytearray | memoryview) -> array[int]:
     items = array("Q")
     items.frombytes(data)
     if not _LITTLE:
@@ -151,14 +151,23 @@ def _from_bytes(data: bytes | memoryview) -> array[int]:
 
 
 def new_run_items(hashes: Sequence[bytes]) -> array[int]:
-    """The sorted items of a run of consecutive leaf hashes (offsets 0, 1, …)."""
-    prefixes = array("I")
-    prefixes.frombytes(b"".join(hashes))
+    """The sorted items of a run of consecutive leaf hashes (offsets 0, 1, …).
+
+    The little-endian item bytes are assembled with strided copies (offset, then the first
+    4 bytes of the hash), so the only per-item Python work is the sort.
+    """
+    n = len(hashes)
+    joined = b"".join(hashes)
+    offsets = array("I", range(n))
     if not _LITTLE:
-        prefixes.byteswap()
-    shifted = map(operator.lshift, prefixes[::8], itertools.repeat(32))
-    items = sorted(map(operator.or_, shifted, itertools.count()))
-    return array("Q", items)
+        offsets.byteswap()
+    raw = offsets.tobytes()
+    packed = bytearray(8 * n)
+    for b in range(4):
+        packed[b::8] = raw[b::4]
+        packed[4 + b :: 8] = joined[b::32]
+    items = _from_bytes(packed)
+    return array("Q", sorted(items))
 
 
 def merge(parts: Sequence[tuple[array[int], int]]) -> array[int]:
