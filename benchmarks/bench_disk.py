@@ -85,10 +85,13 @@ def run(settings: Settings) -> list[Row]:
         "raw LMDB floor (u64 keys, MDB_APPEND)": lambda p: raw_floor(p, size),
         "translog, leaf-hash index on": lambda p: translog_store(p, size, True),
         "translog, leaf-hash index off": lambda p: translog_store(p, size, False),
-        # What the entries record alone costs: leaf (42) + salt (32) + payload (200), and the
-        # same without the 32-byte commitment, which SHA-256(salt || payload) can recompute.
-        "raw LMDB, 274 B records (translog entry)": lambda p: raw_floor(p, size, 274),
-        "raw LMDB, 242 B records (entry minus commitment)": lambda p: raw_floor(p, size, 242),
+        # What the entries record alone costs: header (10) + salt (32) + payload (200), the
+        # compact record (FORMATS §7); and the earlier record, which also held the 32-byte
+        # commitment that SHA-256(salt || payload) recomputes.
+        "raw LMDB, 242 B records (translog entry)": lambda p: raw_floor(p, size, 242),
+        "raw LMDB, 274 B records (earlier entry with commitment)": lambda p: raw_floor(
+            p, size, 274
+        ),
     }
     for rep in range(settings.reps):
         for label, make in cases.items():

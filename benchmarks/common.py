@@ -38,6 +38,8 @@ class Settings:
     reps: int = 3
     drop_caches: bool = False
     """Cold reads: also write 1 to /proc/sys/vm/drop_caches (system-wide) besides fadvise."""
+    sweep: bool = True
+    """Append: also sweep ``max_batch_entries`` (about half of the append time)."""
 
 
 @dataclass

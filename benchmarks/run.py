@@ -50,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="for cold reads also write /proc/sys/vm/drop_caches (system-wide)",
     )
+    p.add_argument(
+        "--no-sweep", action="store_true", help="append: skip the max_batch_entries sweep"
+    )
     return p.parse_args(argv)
 
 
@@ -74,7 +77,7 @@ def print_table(name: str, rows: list[Row]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected benchmarks, print the tables, write the JSON file."""
     args = parse_args(argv)
-    settings = Settings(args.quick, args.large, args.reps, args.drop_caches)
+    settings = Settings(args.quick, args.large, args.reps, args.drop_caches, not args.no_sweep)
     facts = machine()
     progress("machine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     started = time.time()
