@@ -215,6 +215,8 @@ FULL_RETRY_SECONDS = 0.5
 
 _Row = list[tuple[int, Accepted | None]]
 """A group planned entry by entry: (index, accepted) or (earlier index, None) for a duplicate."""
+_BULK = 16
+"""Groups at least this large without idempotency keys take the bulk path of ``_integrate``."""
 _SALT = operator.attrgetter("salt")
 _HASH = operator.attrgetter("leaf_hash")
 _LEAF = operator.attrgetter("leaf")
@@ -666,7 +668,7 @@ class Log:
         for group in groups:
             promised_done += group.promise_seqs or ()
             accs = group.accepted
-            if group.keys is None:
+            if group.keys is None and len(accs) >= _BULK:
                 salts = list(map(_SALT, accs))
                 kind = _kind(salts)
                 if kind is not None:

@@ -370,11 +370,6 @@ class MemoryHashes:
         return tree_hash(self.size, self)
 
 
-def _set_bits(n: int) -> list[int]:
-    """The positions of the set bits of ``n``, highest first."""
-    return [b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
-
-
 class Frontier:
     """The compact range of a growing tree: enough to append leaves and compute the root.
 
@@ -445,27 +440,28 @@ class Frontier:
         old = self._size
         new = old + len(leaf_hashes)
         created = list(zip(itertools.repeat(0), range(old, new), leaf_hashes))
-        # The old frontier's node at each level (one per set bit of the old size).
-        held = {lvl: h for lvl, h in zip(_set_bits(old), self._stack, strict=True)}
+        # The old frontier holds one node per set bit of ``old``, highest level first.
+        held = self._stack
         sha = _sha256
-        stack: list[bytes] = []
+        low: list[bytes] = []  # the new frontier's nodes below ``level``, lowest first
         row = list(leaf_hashes)
         level = 0
-        while (new >> level) > 0:
+        while (new >> level) > (old >> level):
             lo = old >> level
             if lo & 1:
-                row.insert(0, held[level])
+                row.insert(0, held[(old >> (level + 1)).bit_count()])
                 lo -= 1
             if len(row) & 1:
-                stack.append(row[-1])
+                low.append(row[-1])
             parents = [
                 sha(b"\x01" + a + b).digest() for a, b in zip(row[::2], row[1::2], strict=False)
             ]
             level += 1
             created += zip(itertools.repeat(level), range(lo >> 1, new >> level), parents)
             row = parents
-        stack.reverse()
-        self._stack = stack
+        # No new node from here up: the old frontier's nodes at these levels stay.
+        low.reverse()
+        self._stack = held[: (old >> level).bit_count()] + low
         self._size = new
         return created
 
