@@ -178,6 +178,11 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally) 
     async def one(due: float, request: bytes) -> None:
         nonlocal opened
         conn = idle.pop() if idle else None
+        while conn is not None and conn.transport is None:
+            # The server closed it while it sat idle (its keep-alive timeout): not an error
+            # of this request; a real client would not reuse it either.
+            opened -= 1
+            conn = idle.pop() if idle else None
         try:
             if conn is None:
                 if opened >= cap:

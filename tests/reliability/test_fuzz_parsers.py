@@ -7,8 +7,9 @@ or 4xx); never any other exception. Parsers covered: signed notes, checkpoints, 
 keys, c2sp tlog-proof files, evidence bundles, receipts, promises, NDJSON receipt files (all
 through ``translog verify``'s ``verify_file`` as well), tile paths and entry bundles, leaves,
 witness policies, the NDJSON and JSON batch bodies of ``/add-batch``, config files, token
-files and client state files. (translog has no witness endpoint, so there are no witness
-request bodies to parse.) Query parameters and paths are fuzzed against the running server
+files and client state files; the witness's ``add-checkpoint`` request bodies and
+cosignature answers, gossip answers, misbehaviour files, witness and monitor config files, and
+``translog.event/v1`` audit events. Query parameters and paths are fuzzed against the running server
 in test_http_fuzz.py.
 """
 
@@ -32,8 +33,13 @@ from translog.checkpoint import open_checkpoint, parse_checkpoint
 from translog.client.state import State
 from translog.config import parse_config
 from translog.errors import TranslogError
+from translog.events.builder import build_event, encode_event
+from translog.events.schema import parse_event
+from translog.gossip.core import parse_checkpoints_answer, parse_proof_answer
+from translog.gossip.misbehaviour import parse_misbehaviour
 from translog.http.submit import parse_batch
 from translog.leaf import decode_leaf
+from translog.monitor.config import parse_monitor_config
 from translog.note import parse_note
 from translog.policy import parse_policy
 from translog.proof import parse_proof
@@ -43,6 +49,13 @@ from translog.tiles import decode_bundle, parse_tile_path
 from translog.tiles import encode_bundle as encode_tile_bundle
 from translog.tokens import TokenStore
 from translog.verify import verify_file
+from translog.witness.config import parse_witness_config
+from translog.witness.protocol import (
+    format_add_checkpoint,
+    parse_add_checkpoint,
+    parse_cosignatures,
+    parse_size_body,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "log.json").read_text())
@@ -271,3 +284,52 @@ def test_client_state_files(tmp_path_factory: Any, data: bytes) -> None:
     path.write_bytes(data)
     state = State(path, parse_vkey(VKEY))
     rejects_cleanly(lambda: state.get(parse_vkey(VKEY).name))
+
+
+# -- the witness, gossip, monitor and audit-event parsers -----------------------------------
+
+ADD_CHECKPOINT = format_add_checkpoint(3, [bytes(range(32))], CHECKPOINT)
+EVENT = encode_event(
+    build_event(
+        "user.login",
+        actor=("user", "alice"),
+        category="authentication",
+        tenant="acme",
+        service="sso",
+        outcome="failure",
+        reason="bad password",
+        targets=[("application", "billing")],
+        source_ip="192.0.2.1",
+        details={"attempt": 2, "nested": {"list": [1, "two", None]}},
+    )
+)
+
+
+@given(mutated(ADD_CHECKPOINT, b"old 0\n\n" + CHECKPOINT))
+def test_witness_add_checkpoint_bodies(data: bytes) -> None:
+    rejects_cleanly(lambda: parse_add_checkpoint(data))
+    rejects_cleanly(lambda: parse_cosignatures(data))
+    rejects_cleanly(lambda: parse_size_body(data))
+
+
+@given(mutated(CHECKPOINT, ADD_CHECKPOINT))
+def test_gossip_answers_and_misbehaviour_files(data: bytes) -> None:
+    rejects_cleanly(lambda: parse_checkpoints_answer(data))
+    rejects_cleanly(lambda: parse_proof_answer(data))
+    rejects_cleanly(lambda: parse_misbehaviour(data))
+
+
+@given(
+    mutated(
+        (ROOT / "config" / "witness.example.toml").read_bytes(),
+        (ROOT / "config" / "monitor.example.toml").read_bytes(),
+    )
+)
+def test_witness_and_monitor_config_files(data: bytes) -> None:
+    rejects_cleanly(lambda: parse_witness_config(text(data), base=ROOT))
+    rejects_cleanly(lambda: parse_monitor_config(text(data), base=ROOT))
+
+
+@given(mutated(EVENT))
+def test_audit_events(data: bytes) -> None:
+    rejects_cleanly(lambda: parse_event(data))
