@@ -9,8 +9,8 @@
    answers and errors; the server's anonymous memory (RssAnon of the log process and its HTTP
    workers together: heap, not the LMDB file pages mapped into it) may grow at most
    ``--memory-bound-mib`` from the end of the first window to the end of the last.
-   Afterwards the server is stopped with SIGTERM and ``translog fsck`` must pass with the
-   tree holding exactly the entries acknowledged.
+   Afterwards the server is stopped with SIGTERM and ``translog fsck`` must pass, with every
+   acknowledged entry in the tree (which may also hold requests the generator gave up on).
 
 Writes every figure to ``--out`` (JSON) and prints a summary; exits 1 if any check failed.
 The machine is shared (2 vCPU, other jobs running): the figures say so.
@@ -193,7 +193,11 @@ def run_load(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             p <= max(3 * result["p99_median_ms"], 50.0) for p in p99s
         ),
         f"memory growth <= {args.memory_bound_mib} MiB": anon_growth <= args.memory_bound_mib << 20,
-        "nothing lost (tree size == acknowledged)": size == acked,
+        # Every 2xx is in the tree; a request the generator gave up on (counted in errors)
+        # may still have been committed, so the tree may hold up to that many more.
+        "nothing lost (acknowledged <= tree size <= acknowledged + errors)": acked
+        <= size
+        <= acked + result["errors"],
         "fsck passed": fsck_passed,
         "clean exit on SIGTERM": code == 0,
     }
