@@ -214,6 +214,98 @@ class HubClient:
                 fut.set_exception(_error(msg[2], msg[3], msg[4]))
 
 
+class Upstream:
+    """HTTP/1.1 to the log process's Unix socket for bodiless requests (GET, HEAD).
+
+    The read path is most of what a worker proxies, and aiohttp's client costs about as much
+    per request as the answer itself; this keeps a pool of keep-alive connections and parses
+    only what the log process's aiohttp server sends (a Content-Length or chunked body).
+    """
+
+    def __init__(self, path: str, limit: int = 64) -> None:
+        self._path = path
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._limit = limit
+
+    async def request(
+        self, method: str, target: str, headers: list[tuple[str, str]]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body); one retry on a fresh connection if a kept one failed."""
+        for attempt in (0, 1):
+            fresh = not self._idle or attempt == 1
+            conn = await asyncio.open_unix_connection(self._path) if fresh else self._idle.pop()
+            try:
+                answer, reusable = await self._exchange(conn, method, target, headers)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                conn[1].close()
+                if fresh:
+                    raise
+                continue
+            if reusable and len(self._idle) < self._limit:
+                self._idle.append(conn)
+            else:
+                conn[1].close()
+            return answer
+        raise ConnectionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _exchange(
+        self,
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+    ) -> tuple[tuple[int, list[tuple[str, str]], bytes], bool]:
+        reader, writer = conn
+        lines = [f"{method} {target} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if not any(k.lower() == "host" for k, _ in headers):
+            lines.append("Host: translog.internal")  # HTTP/1.1 requires one
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *fields = head[:-4].decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        out: list[tuple[str, str]] = []
+        length: int | None = None
+        chunked = False
+        reusable = True
+        for field in fields:
+            name, _, value = field.partition(":")
+            name, value = name.strip(), value.strip()
+            low = name.lower()
+            if low == "content-length":
+                length = int(value)
+            elif low == "transfer-encoding":
+                chunked = "chunked" in value.lower()
+            elif low == "connection":
+                reusable = value.lower() != "close"
+            if low not in _NOT_FORWARDED_BACK:
+                out.append((name, value))
+        if method == "HEAD" or status in (204, 304):
+            body = b""
+        elif chunked:
+            parts = []
+            while True:
+                size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")  # no trailers from aiohttp
+                    break
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+            body = b"".join(parts)
+        elif length is not None:
+            body = await reader.readexactly(length)
+        else:
+            body = await reader.read()
+            reusable = False
+        return (status, out, body), reusable
+
+    def close(self) -> None:
+        """Close the kept connections."""
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
 class Worker:
     """Per-process state: config, tokens, the hub connection, the proxy and its cache."""
 
@@ -222,6 +314,7 @@ class Worker:
         self.tokens = tokens
         self.hub = hub
         self._proxy_path = proxy
+        self._upstream = Upstream(proxy)
         self._session: aiohttp.ClientSession | None = None
         self._cache: collections.OrderedDict[tuple[str, bool], web.Response] = (
             collections.OrderedDict()
@@ -261,6 +354,8 @@ class Worker:
             raise TooLargeError(
                 f"request body of {request.content_length} bytes exceeds the {limit}-byte limit"
             )
+        if request.method in ("GET", "HEAD") and not request.body_exists:
+            return await self._proxy_read(request, key)
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(path=self._proxy_path, limit=256),
@@ -293,6 +388,28 @@ class Worker:
             raise errors.PushbackError(
                 f"the log process did not answer: {e.__class__.__name__}", retry_after=1.0
             ) from e
+        return self._answer(request, key, status, back, payload)
+
+    async def _proxy_read(self, request: web.Request, key: tuple[str, bool]) -> web.Response:
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        try:
+            status, back, payload = await self._upstream.request(
+                request.method, request.raw_path, headers
+            )
+        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+            raise errors.PushbackError(
+                f"the log process did not answer: {e.__class__.__name__}", retry_after=1.0
+            ) from e
+        return self._answer(request, key, status, CIMultiDict(back), payload)
+
+    def _answer(
+        self,
+        request: web.Request,
+        key: tuple[str, bool],
+        status: int,
+        back: CIMultiDict[str],
+        payload: bytes,
+    ) -> web.Response:
         response = web.Response(status=status, body=payload, headers=back)
         control = back.get("Cache-Control", "")
         if (
@@ -316,6 +433,7 @@ class Worker:
 
     async def close(self) -> None:
         """Close the proxy's connections."""
+        self._upstream.close()
         if self._session is not None:
             await self._session.close()
 
