@@ -16,6 +16,7 @@ from benchmarks import (
     bench_append,
     bench_audit,
     bench_disk,
+    bench_events,
     bench_http,
     bench_objstore,
     bench_proofs,
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[Settings], list[Row]]] = {
     "http": bench_http.run,
     "audit": bench_audit.run,
     "objstore": bench_objstore.run,
+    "events": bench_events.run,
 }
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from translog.errors import MalformedError
-from translog.events.schema import Query, index_terms, try_parse_event
+from translog.events.schema import SCHEMA, Query, index_terms, try_parse_event
 from translog.leaf import KIND_COMMITTED
 from translog.storage.base import IndexReader, NewEntry, Storage, StoredEntry
 
@@ -61,9 +61,59 @@ MAX_LIMIT = 500
 """Most results in one page."""
 
 
+_TERMS: dict[str, bytes] = {}
+_TERMS_MAX = 1 << 17
+"""Recently hashed terms (tenants, actions, outcomes and busy actors repeat endlessly)."""
+_sha256 = hashlib.sha256
+
+
 def term_hash(name: str, tenant: str, value: str) -> bytes:
-    """The 8-byte index term of ``(field, tenant, value)``."""
-    return hashlib.sha256(f"{name}\0{tenant}\0{value}".encode()).digest()[:8]
+    """The 8-byte index term of ``(field, tenant, value)``: SHA-256 of the three, 0-joined."""
+    text = f"{name}\0{tenant}\0{value}"
+    term = _TERMS.get(text)
+    if term is None:
+        if len(_TERMS) >= _TERMS_MAX:
+            _TERMS.clear()
+        term = _TERMS[text] = _sha256(text.encode()).digest()[:8]
+    return term
+
+
+def fast_terms(payload: bytes) -> tuple[str, list[bytes]] | None:
+    """The tenant and term hashes of an event payload, without full validation.
+
+    The sequencer's hot path: payloads were validated when submitted (``[events] enabled``),
+    so this only extracts the indexed fields; anything that is not an object with them is
+    skipped (returns None), like an invalid event. Same terms as :func:`index_terms`.
+    """
+    try:
+        event = json.loads(payload)
+        tenant = event["tenant"]
+        actor = event["actor"]["id"]
+        values = (
+            ("id", event["id"]),
+            ("actor", actor),
+            ("action", event["action"]),
+            ("category", event["category"]),
+            ("outcome", event["outcome"]["result"]),
+        )
+        targets = [t["id"] for t in event.get("targets", ())]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+    if not isinstance(tenant, str) or event.get("schema") != SCHEMA:
+        return None
+    terms = [term_hash("tenant", tenant, "")]
+    for name, value in values:
+        if not isinstance(value, str):
+            return None
+        terms.append(term_hash(name, tenant, value))
+    seen: set[str] = set()
+    for tid in targets:
+        if not isinstance(tid, str):
+            return None
+        if tid not in seen:
+            seen.add(tid)
+            terms.append(term_hash("target", tenant, tid))
+    return tenant, terms
 
 
 def posting_key(term: bytes, index: int) -> bytes:
@@ -88,14 +138,18 @@ def _postings_of(
 ) -> list[tuple[bytes, bytes]]:
     puts: list[tuple[bytes, bytes]] = []
     tenants: set[str] = set()
+    pack, u32, block_of = _U64.pack, _U32.pack, BLOCK_BITS
     for i, e in enumerate(entries):
         payload = entry_payload(e.leaf, e.payload)
         if payload is None:
             continue
-        event = try_parse_event(payload)
-        if event is not None:
-            puts += event_postings(start + i, event)
-            tenants.add(str(event["tenant"]))
+        found = fast_terms(payload)
+        if found is not None:
+            tenant, terms = found
+            index = start + i
+            head, tail = POSTING + u32(index >> block_of), pack(index)
+            puts += [(head + term + tail, b"") for term in terms]
+            tenants.add(tenant)
     puts += [(TENANT + t.encode(), b"") for t in sorted(tenants)]
     return puts
 

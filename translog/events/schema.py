@@ -50,6 +50,7 @@ MAX_TIME = (1 << 53) - 1
 _ACTION = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 _TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")
 
 _TOP = frozenset(
     {
@@ -113,7 +114,7 @@ def _string(
     value = obj[name]
     if not isinstance(value, str) or not 1 <= len(value) <= max_len:
         raise _fail(where, f"expected a string of 1-{max_len} characters")
-    if any(c < " " and c not in "\t" for c in value) and name not in ("reason",):
+    if name != "reason" and _CONTROL.search(value):
         raise _fail(where, "control characters are not allowed")
     if pattern is not None and not pattern.fullmatch(value):
         raise _fail(where, f"expected {what}, got {value[:64]!r}")
