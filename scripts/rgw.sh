@@ -32,13 +32,13 @@ ACCESS_KEY=translogtestaccess
 SECRET_KEY=translogtestsecretkey0123456789abcdefgh
 CONF="$DIR/ceph.conf"
 ENDPOINT="http://127.0.0.1:$PORT"
-PACKAGES=(ceph-mon ceph-osd radosgw nginx-light)
+PACKAGES=(ceph-mon ceph-osd radosgw nginx-light curl)
 
 log() { echo "rgw.sh: $*" >&2; }
 
 install_packages() {
     local missing=()
-    for cmd in ceph-mon ceph-osd radosgw nginx; do
+    for cmd in ceph-mon ceph-osd radosgw nginx curl; do
         command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
     done
     if [ ${#missing[@]} -eq 0 ]; then
