@@ -209,6 +209,22 @@ def check_entries(storage: Storage, entries: Sequence[StoredEntry]) -> None:
                 ) from err
 
 
+def check_leaves(storage: Storage, start: int, leaves: Sequence[bytes]) -> None:
+    """Raise ``StorageCorruptError`` unless leaf ``i`` hashes to the stored leaf hash of entry
+    ``start + i`` for every ``i``."""
+    if not leaves:
+        return
+    stored = storage.read_hashes([(0, i) for i in range(start, start + len(leaves))])
+    sha = hashlib.sha256
+    computed = [sha(b"\x00" + leaf).digest() for leaf in leaves]
+    if computed != stored:
+        bad = next(i for i, (a, b) in enumerate(zip(computed, stored, strict=True)) if a != b)
+        raise StorageCorruptError(
+            f"entry {start + bad}: the stored leaf does not match the tree's leaf hash; "
+            "run translog fsck"
+        )
+
+
 FULL_RETRY_SECONDS = 0.5
 """Pause before retrying promised entries after a batch failed with storage full."""
 
@@ -871,6 +887,19 @@ class Log:
         entries = self.storage.get_entries(start, end)
         check_entries(self.storage, entries)
         return entries
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        """The leaves of entries ``[start, end)`` (an entry bundle), each checked against the
+        tree's stored leaf hash: one hash per leaf, and ``StorageCorruptError`` on a mismatch.
+
+        Faster than :meth:`entries` for the same guarantee on what is served: a committed
+        payload stored beside its leaf (an older record layout) takes the full entry check.
+        """
+        leaves = self.storage.get_leaves(start, end)
+        if leaves is None:
+            return [e.leaf for e in self.entries(start, end)]
+        check_leaves(self.storage, start, leaves)
+        return leaves
 
     def _check_size(self, size: int) -> None:
         if size < 0 or size > self._frontier.size:

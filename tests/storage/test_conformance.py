@@ -183,3 +183,17 @@ def test_every_entry_needs_its_leaf_hash(storage: Storage) -> None:
     with pytest.raises(StorageCorruptError):
         storage.append(WriteBatch(0, [NewEntry(leaf)], [], 1))
     assert storage.size() == 0
+
+
+def test_leaves_are_the_entries_leaves(storage: Storage) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    storage.append(make_batch(frontier, model, 3, 5, committed=True))
+    storage.append(make_batch(frontier, model, 2, 6, committed=False))
+    every = storage.get_leaves(0, 5)
+    # None only asks the caller to read full entries (a payload kept beside its leaf).
+    assert every is None or every == [e.leaf for e in storage.get_entries(0, 5)]
+    assert storage.get_leaves(3, 5) == [e.leaf for e in storage.get_entries(3, 5)]
+    assert storage.get_leaves(2, 2) == []
+    for start, end in ((4, 6), (-1, 2), (3, 2)):
+        with pytest.raises(NotFoundError):
+            storage.get_leaves(start, end)

@@ -10,6 +10,7 @@ import pytest
 
 from translog.errors import StorageCorruptError, StorageFullError
 from translog.leaf import committed_leaf
+from translog.log import check_leaves
 from translog.merkle import Frontier, MemoryHashes, leaf_hash
 from translog.storage.base import NewEntry, StoredCheckpoint, StoredEntry, WriteBatch
 from translog.storage.lmdb import CHUNK, LMDBStorage
@@ -132,9 +133,12 @@ def test_records_of_the_earlier_layout_still_read(tmp_path: Path) -> None:
     leaf = committed_leaf(5, payload, salt)
     s = LMDBStorage(tmp_path / "db", map_size=1 << 20)
     s.append(WriteBatch(0, [NewEntry(leaf, salt, payload)], Frontier().append(leaf_hash(leaf)), 5))
+    assert s.get_leaves(0, 1) == [leaf]
     with s.raw_env().begin(write=True) as txn:  # what the previous layout wrote
         txn.put(struct.pack(">Q", 0), leaf + salt + payload, db=s.db_handles()["entries"])
     assert s.get_entries(0, 1)[0] == StoredEntry(0, leaf, salt, payload)
+    # The bundle path leaves a payload kept beside its leaf to the full entry check.
+    assert s.get_leaves(0, 1) is None
     s.close()
 
 
@@ -151,4 +155,28 @@ def test_cached_chunks_match_the_store_across_growth_and_eviction(
         nodes = [n for n in all_nodes(s.size()) if 3 <= n[0] <= 8]
         assert s.read_hashes(nodes) == model.read_hashes(nodes)
         assert len(s._chunk_cache) <= 3
+    s.close()
+
+
+def test_leaves_rebuild_committed_records_and_the_leaf_check_catches_a_bad_payload(
+    tmp_path: Path,
+) -> None:
+    s = LMDBStorage(tmp_path / "db", map_size=1 << 20)
+    s.append(make_batch(Frontier(), MemoryHashes(), 300, 1))
+    leaves = s.get_leaves(0, 300)
+    assert leaves == [e.leaf for e in s.get_entries(0, 300)]
+    check_leaves(s, 0, leaves)  # the stored leaf hashes agree
+    check_leaves(s, 256, leaves[256:])
+    key, entries = struct.pack(">Q", 150), s.db_handles()["entries"]
+    with s.raw_env().begin(write=True) as txn:  # one payload bit flipped on disk
+        record = bytearray(txn.get(key, db=entries))
+        record[-1] ^= 0x01
+        txn.put(key, bytes(record), db=entries)
+    bad = s.get_leaves(0, 256)
+    assert bad is not None and bad[150] != leaves[150]
+    with pytest.raises(StorageCorruptError, match="entry 150: the stored leaf does not match"):
+        check_leaves(s, 0, bad)
+    check_leaves(s, 151, bad[151:])  # its neighbours still pass
+    with pytest.raises(StorageCorruptError, match="entry 6: "):
+        check_leaves(s, 6, leaves[7:9])  # leaves checked against the wrong indexes
     s.close()

@@ -330,3 +330,28 @@ async def test_start_raises_the_young_gc_threshold_and_never_lowers_it() -> None
         await log.close()
     finally:
         gc.set_threshold(*saved)
+
+
+async def test_bundle_leaves_are_checked_on_every_record_layout(
+    tmp_path: Path, signer: NoteSigner
+) -> None:
+    storage = LMDBStorage(tmp_path / "db")
+    log = make_log(storage, signer)
+    await log.start()
+    done = await asyncio.gather(*(log.append(b"%d" % i) for i in range(20)))
+    assert log.leaves(0, 20) == [e.leaf for e in log.entries(0, 20)]
+    assert log.leaves(0, 20) == [a.leaf for a in sorted(done, key=lambda a: a.index)]
+    # A record of the earlier layout (leaf, then salt and payload) with a bad payload: the
+    # bundle path falls back to the full entry check, which refuses it.
+    first = next(a for a in done if a.index == 3)
+    assert first.salt is not None
+    with storage.raw_env().begin(write=True) as txn:
+        txn.put(
+            (3).to_bytes(8, "big"),
+            first.leaf + first.salt + b"not 3",
+            db=storage.db_handles()["entries"],
+        )
+    with pytest.raises(StorageCorruptError, match="entry 3: the stored payload does not match"):
+        log.leaves(0, 20)
+    assert log.leaves(4, 20) == [e.leaf for e in log.entries(4, 20)]
+    await log.close()

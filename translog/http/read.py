@@ -143,7 +143,7 @@ def _serve_tile(request: web.Request, path: str) -> web.Response:
 def _bundle(log: Log, ref: TileRef) -> bytes:
     """The entry bundle for ``ref``: the leaves of level-0 tile ``ref.index``."""
     start = ref.index * TILE_WIDTH
-    return encode_bundle([e.leaf for e in log.entries(start, start + ref.width)])
+    return encode_bundle(log.leaves(start, start + ref.width))
 
 
 # ------------------------------------------------------------------------- entry handlers

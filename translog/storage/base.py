@@ -151,6 +151,12 @@ class Storage(Protocol):
         """Entries ``start <= index < end``; ``end`` must not exceed the size."""
         ...
 
+    def get_leaves(self, start: int, end: int) -> list[bytes] | None:
+        """The leaves of entries ``start <= index < end`` (what an entry bundle serves), or
+        None when some entry stores a payload the leaf does not cover (a committed payload
+        kept beside its leaf): the caller then reads full entries and checks the payloads."""
+        ...
+
     def lookup_dedupe(self, key: bytes) -> int | None:
         """The index recorded for an idempotency-key digest, or None."""
         ...

@@ -112,6 +112,12 @@ class MemoryStorage:
             raise NotFoundError(f"entries [{start}, {end}) not in a log of {len(self._entries)}")
         return self._entries[start:end]
 
+    def get_leaves(self, start: int, end: int) -> list[bytes] | None:
+        entries = self.get_entries(start, end)
+        if any(e.payload is not None for e in entries):
+            return None
+        return [e.leaf for e in entries]
+
     def lookup_dedupe(self, key: bytes) -> int | None:
         return self._dedupe.get(key)
 
