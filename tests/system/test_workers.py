@@ -23,6 +23,7 @@ import pytest
 
 from tests.system.test_serve import ORIGIN, Log, Server, alive, children, cli, wait_for
 from translog.receipt import parse_receipt, verify_promise, verify_receipt
+from translog.tiles import decode_bundle
 
 pytestmark = pytest.mark.system
 
@@ -145,13 +146,19 @@ async def test_errors_pushback_and_metrics(served: tuple[Server, aiohttp.ClientS
         assert line in metrics, line
 
 
+async def add_all(served: tuple[Server, aiohttp.ClientSession], payloads: list[bytes]) -> Any:
+    """Add ``payloads`` in one durable batch; its receipt."""
+    server, session = served
+    status, receipt, _ = await post_batch(session, server, ndjson(payloads))
+    assert status == 200
+    return receipt
+
+
 async def test_reads_tiles_and_a_replaced_worker(
     served: tuple[Server, aiohttp.ClientSession],
 ) -> None:
     server, session = served
-    payloads = [b"%d" % i for i in range(300)]
-    status, _, _ = await post_batch(session, server, ndjson(payloads))
-    assert status == 200
+    await add_all(served, [b"%d" % i for i in range(300)])
     tiles = []
     for _ in range(4):  # answered by both workers, from the log process or a worker's cache
         async with session.get(f"{server.url}/tile/0/000") as r:
@@ -180,3 +187,55 @@ async def test_reads_tiles_and_a_replaced_worker(
             assert status == 200
     assert server.stop(signal.SIGTERM) == 0
     assert "worker" in server.output("stderr") and "starting it again" in server.output("stderr")
+
+
+async def test_workers_read_full_bundles_themselves_and_never_serve_a_corrupted_one(
+    served: tuple[Server, aiohttp.ClientSession],
+) -> None:
+    server, session = served
+    receipt = await add_all(served, [b"worker-read-%04d" % i for i in range(300)])
+    leaves = {e["index"]: base64.b64decode(e["leaf"]) for e in receipt["entries"]}
+    for _ in range(4):  # both workers, identity and gzip
+        for coding in ("identity", "gzip"):
+            url = f"{server.url}/tile/entries/000"
+            async with session.get(url, headers={"Accept-Encoding": coding}) as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+                assert r.headers["Content-Type"] == "application/octet-stream"
+                assert r.headers["Vary"] == "Accept-Encoding"
+                assert r.headers.get("Content-Encoding") == (
+                    None if coding == "identity" else "gzip"
+                )
+                assert decode_bundle(await r.read()) == [leaves[i] for i in range(256)]
+    async with session.get(f"{server.url}/tile/entries/001") as r:
+        assert r.status == 404  # not full yet: the log process answers
+    async with session.get(f"{server.url}/tile/entries/000.p/44") as r:
+        assert r.status == 200 and decode_bundle(await r.read()) == [leaves[i] for i in range(44)]
+    assert server.stop(signal.SIGTERM) == 0
+
+    # One payload bit flipped on disk (a committed record stores salt and payload, and its
+    # leaf is rebuilt from them): neither worker nor the log process serves that bundle.
+    marker = b"worker-read-0150"
+    path = server.log.data / "lmdb" / "data.mdb"
+    raw = bytearray(path.read_bytes())
+    at = raw.find(marker)
+    assert at >= 0 and raw.find(marker, at + 1) < 0
+    raw[at + len(marker) - 1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    config = server.log.data / "translog.toml"
+    text = config.read_text()
+    assert "verify_entries_on_start = 100000" in text
+    config.write_text(
+        text.replace("verify_entries_on_start = 100000", "verify_entries_on_start = 0")
+    )
+    await server.start()
+    async with aiohttp.ClientSession() as fresh:
+        for _ in range(6):  # new connections, spread over both workers
+            async with (
+                aiohttp.ClientSession() as one,
+                one.get(f"{server.url}/tile/entries/000") as r,
+            ):
+                assert r.status == 500
+                assert marker[:-1] not in await r.read()
+        async with fresh.get(f"{server.url}/tile/0/000") as r:
+            assert r.status == 200 and len(await r.read()) == 256 * 32

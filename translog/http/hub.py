@@ -300,6 +300,14 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _lmdb_path(app: web.Application) -> str | None:
+    """The directory of the log's LMDB environment (None for another storage backend)."""
+    from translog.storage.lmdb import LMDBStorage
+
+    storage = app[LOG].storage
+    return str(storage.path) if isinstance(storage, LMDBStorage) else None
+
+
 async def run_multiprocess(
     app: web.Application,
     host: str,
@@ -331,6 +339,8 @@ async def run_multiprocess(
             "port": bound,
             "proxy": str(private / "log.sock"),
             "tls": [str(p) for p in tls] if tls else None,
+            # Workers read full tiles and entry bundles from here themselves (read-only).
+            "lmdb": _lmdb_path(app),
         }
         pool = Workers(app, hello, workers)
         await pool.start()

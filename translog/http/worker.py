@@ -3,7 +3,7 @@
 Started by the log process (:mod:`translog.http.hub`) as ``python -m translog.http.worker FD
 N``, where FD is its end of a private ``socketpair``. It binds the server's port with
 ``SO_REUSEPORT`` (the kernel spreads connections over the workers), answers every request,
-and writes the access log. It never opens the storage.
+and writes the access log. It opens the storage read-only, for full tiles and bundles.
 
 * ``POST /add`` and ``POST /add-batch`` with the default ``wait=durable``, no idempotency
   key, and a token without a rate limit take the **fast path**: the worker authenticates,
@@ -16,6 +16,12 @@ and writes the access log. It never opens the storage.
   process's ordinary app, so its answer, status, headers and error are exactly those of the
   single-process server. Successful public, immutable tiles and entry bundles (full ones;
   partial tiles are not immutable) are kept in a bounded in-memory cache and served from it.
+* **Full tiles and entry bundles** are read by the worker itself from the log's LMDB
+  environment, opened read-only (LMDB serves readers in several processes; every read is one
+  short transaction, never held across an ``await``). An entry bundle's leaves are checked
+  against the tree's stored leaf hashes as the log process does; anything unusual (a partial
+  tile, a tile the tree does not have yet, a private tree without a valid read token, a
+  storage error or a corrupted entry) goes to the log process, which answers or refuses it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +48,7 @@ from yarl import URL
 
 from translog import errors
 from translog.config import Config, ServerSection, parse_config
-from translog.errors import MalformedError, TooLargeError, TranslogError
+from translog.errors import MalformedError, NotFoundError, TooLargeError, TranslogError
 from translog.events.schema import validate_payloads
 from translog.fastreceipt import (
     RunHashes,
@@ -54,11 +61,13 @@ from translog.http import ops
 from translog.http.auth import bearer
 from translog.http.errors import error_middleware, status_for
 from translog.http.hub import die_with_parent, pack, read_message, unpacker
-from translog.http.read import accepts_gzip
+from translog.http.read import IMMUTABLE_LIFETIME, accepts_gzip
 from translog.http.submit import _read_body, parse_batch
 from translog.leaf import KIND_COMMITTED, MAX_INLINE_PAYLOAD, SALT_SIZE, inline_leaf
-from translog.log import now_ms
+from translog.log import check_leaves, now_ms
 from translog.merkle import HASH_SIZE
+from translog.storage.lmdb import LMDBStorage
+from translog.tiles import TILE_WIDTH, encode_bundle, parse_tile_path, read_tile
 from translog.tokens import TokenInfo, TokenStore
 
 log = logging.getLogger("translog.worker")
@@ -309,8 +318,17 @@ class Upstream:
 class Worker:
     """Per-process state: config, tokens, the hub connection, the proxy and its cache."""
 
-    def __init__(self, config: Config, tokens: TokenStore, hub: HubClient, proxy: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        tokens: TokenStore,
+        hub: HubClient,
+        proxy: str,
+        lmdb_path: str | None = None,
+    ) -> None:
         self.config = config
+        self._lmdb = lmdb_path
+        self._lmdb_store: LMDBStorage | None = None
         self.tokens = tokens
         self.hub = hub
         self._proxy_path = proxy
@@ -320,6 +338,73 @@ class Worker:
             collections.OrderedDict()
         )
         self._cached_bytes = 0
+
+    def direct(self, request: web.Request, gzip: bool) -> web.Response | None:
+        """A full tile or entry bundle read here, or None to ask the log process."""
+        server = self.config.server
+        prefix = server.prefix + "/"
+        path = request.path
+        if (
+            self._lmdb is None
+            or request.method != "GET"
+            or request.query_string
+            or not path.startswith(prefix + "tile/")
+        ):
+            return None
+        try:
+            ref = parse_tile_path(path[len(prefix) :])
+        except TranslogError:
+            return None  # the log process explains what is wrong with the path
+        if ref.width != TILE_WIDTH:
+            return None  # partial tiles change as the tree grows: the log process knows
+        if not server.public_tree and not self._may_read(request):
+            return None
+        try:
+            store = self._store()
+            if ref.entries:
+                start = ref.index * TILE_WIDTH
+                leaves = store.get_leaves(start, start + TILE_WIDTH)
+                if leaves is None:
+                    return None
+                check_leaves(store, start, leaves)
+                body = encode_bundle(leaves)
+            else:
+                body = read_tile(ref, store)
+        except NotFoundError:
+            return None
+        except TranslogError:
+            # A storage error (a grown map too) or corruption: the log process
+            # answers with its own error; reopen the environment for the next read.
+            self._close_store()
+            return None
+        scope = "public" if server.public_tree else "private"
+        headers = {"Content-Type": "application/octet-stream"}
+        headers["Cache-Control"] = f"{scope}, {IMMUTABLE_LIFETIME}"
+        if ref.entries:
+            headers["Vary"] = "Accept-Encoding"
+            if gzip:
+                headers["Content-Encoding"] = "gzip"
+                packer = zlib.compressobj(wbits=31)  # gzip framing
+                body = packer.compress(body) + packer.flush()
+        return web.Response(body=body, headers=headers)
+
+    def _may_read(self, request: web.Request) -> bool:
+        try:
+            self.tokens.authenticate(bearer(request), "read")
+        except TranslogError:
+            return False
+        return True
+
+    def _store(self) -> LMDBStorage:
+        if self._lmdb_store is None:
+            assert self._lmdb is not None
+            self._lmdb_store = LMDBStorage(self._lmdb, readonly=True)
+        return self._lmdb_store
+
+    def _close_store(self) -> None:
+        store, self._lmdb_store = self._lmdb_store, None
+        if store is not None:
+            store.close()
 
     def token(self, request: web.Request) -> TokenInfo | None:
         """The caller's token if it may take the fast path; None sends the request upstream."""
@@ -347,6 +432,12 @@ class Worker:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return _copy(hit)
+            direct = self.direct(request, gzip)
+            if direct is not None:
+                if self.config.server.public_tree:  # a private answer is per caller
+                    assert isinstance(direct.body, bytes)
+                    self._keep(key, direct, len(direct.body))
+                return direct
         limit = self.config.server.max_body_bytes
         if body is None and request.content_length is not None and request.content_length > limit:
             # Refused here: proxied, the body would be streamed upstream while the answer waits
@@ -432,7 +523,8 @@ class Worker:
             self._cached_bytes -= old.content_length or 0
 
     async def close(self) -> None:
-        """Close the proxy's connections."""
+        """Close the proxy's connections and the storage."""
+        self._close_store()
         self._upstream.close()
         if self._session is not None:
             await self._session.close()
@@ -671,7 +763,9 @@ async def serve(fd: int) -> int:
     config = parse_config(hello["config"], source="log process")
     app_module.configure_logging()
     hub = HubClient(reader, stream, writer)
-    worker = Worker(config, TokenStore(Path(hello["tokens"])), hub, hello["proxy"])
+    worker = Worker(
+        config, TokenStore(Path(hello["tokens"])), hub, hello["proxy"], hello.get("lmdb")
+    )
     runner = web.AppRunner(
         make_worker_app(config, worker),
         access_log_class=ops.BufferedAccessLogger,
