@@ -177,6 +177,14 @@ def test_leaves_rebuild_committed_records_and_the_leaf_check_catches_a_bad_paylo
     with pytest.raises(StorageCorruptError, match="entry 150: the stored leaf does not match"):
         check_leaves(s, 0, bad)
     check_leaves(s, 151, bad[151:])  # its neighbours still pass
+    with s.raw_env().begin(write=True) as txn:  # a record lost
+        txn.delete(struct.pack(">Q", 299), db=entries)
+    with pytest.raises(StorageCorruptError, match="missing"):
+        s.get_leaves(256, 300)
+    with s.raw_env().begin(write=True) as txn:
+        txn.delete(struct.pack(">Q", 200), db=entries)
+    with pytest.raises(StorageCorruptError, match="missing"):
+        s.get_leaves(190, 210)
     with pytest.raises(StorageCorruptError, match="entry 6: "):
         check_leaves(s, 6, leaves[7:9])  # leaves checked against the wrong indexes
     s.close()

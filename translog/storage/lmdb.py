@@ -60,6 +60,7 @@ import collections
 import contextlib
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import struct
@@ -758,23 +759,20 @@ class LMDBStorage:
             with txn.cursor(db=self._entries) as cur:
                 if not cur.set_key(_pack(start)):
                     raise StorageCorruptError(f"entry {start} is missing")
-                index = start
-                items = cast(Iterator[tuple[bytes, bytes]], cur.iternext())  # buffers=False
-                for key, value in items:
-                    if key != _pack(index):
-                        raise StorageCorruptError(f"entry {index} is missing")
-                    if len(value) >= _COMMITTED_LEAF:
-                        kind = value[9]
-                        if kind == _COMPACT:
-                            value = value[:9] + committed + sha(value[10:]).digest()
-                        elif kind == 1 and len(value) > _COMMITTED_LEAF:
-                            return None  # the older layout keeps the payload beside the leaf
-                    out.append(value)
-                    index += 1
-                    if index == end:
-                        break
-            if index != end:
-                raise StorageCorruptError(f"entry {index} is missing")
+                values = cast(Iterator[bytes], cur.iternext(keys=False))  # buffers=False
+                records = list(itertools.islice(values, end - start))
+                # Keys are distinct and sorted: the first is start, so the records are exactly
+                # [start, end) when there are end - start of them and the last one is end - 1.
+                if len(records) != end - start or cur.key() != _pack(end - 1):
+                    raise StorageCorruptError(f"an entry in [{start}, {end}) is missing")
+            for value in records:
+                if len(value) >= _COMMITTED_LEAF:
+                    kind = value[9]
+                    if kind == _COMPACT:
+                        value = value[:9] + committed + sha(value[10:]).digest()
+                    elif kind == 1 and len(value) > _COMMITTED_LEAF:
+                        return None  # the older layout keeps the payload beside the leaf
+                out.append(value)
             return out
 
     def lookup_dedupe(self, key: bytes) -> int | None:
