@@ -46,6 +46,43 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class LogListConfig:
+    """One ``[[log_list]]``: a published log list (``/logs.json``) whose logs the monitor follows.
+
+    The list is not signed (docs/FORMATS.md §17), so it is trusted only as far as the vkeys
+    pinned here: a listed log is followed only when its vkey is in ``vkeys`` or ``vkeys_file``
+    (re-read on every poll of the list, so a successor's key can be added without a restart).
+    """
+
+    url: str
+    vkeys: tuple[str, ...] = ()
+    vkeys_file: Path | None = None
+    read_token: str | None = None
+    interval_seconds: float = 10.0
+    """Seconds between polls of the list and of each of its logs."""
+    stale_after_intervals: int = 0
+    """For the listed logs (a frozen log at its final checkpoint is never stale)."""
+    timeout_seconds: float = 30.0
+    retries: int = 2
+
+    def trusted_vkeys(self) -> set[str]:
+        """The pinned vkeys: ``vkeys`` plus the lines of ``vkeys_file`` (# comments allowed)."""
+        out = set(self.vkeys)
+        if self.vkeys_file is not None:
+            try:
+                text = self.vkeys_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(
+                    f"log_list {self.url}: couldn't read {self.vkeys_file}: {e}"
+                ) from e
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    out.add(line)
+        return out
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """``[output]``: where alerts go (any combination)."""
 
@@ -68,6 +105,8 @@ class MonitorConfig:
     gossip: GossipConfig | None = None
     """``[gossip]``: peers (witnesses, monitors) to exchange checkpoints with, and where this
     monitor serves its own (translog.gossip.core)."""
+    log_lists: tuple[LogListConfig, ...] = ()
+    """``[[log_list]]``: published log lists; their trusted logs are followed too."""
 
 
 def _take(
@@ -147,6 +186,57 @@ def _log(raw: object, where: str, base: Path) -> LogConfig:
     )
 
 
+def _log_list(raw: object, where: str, base: Path) -> LogListConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    t = _take(
+        raw,
+        where,
+        {
+            "url": str,
+            "vkeys": list,
+            "vkeys_file": str,
+            "read_token": str,
+            "read_token_env": str,
+            "read_token_file": str,
+            "interval_seconds": (int, float),
+            "stale_after_intervals": int,
+            "timeout_seconds": (int, float),
+            "retries": int,
+        },
+    )
+    if "url" not in t:
+        raise ConfigError(f"{where}.url: required")
+    if not t["url"].startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.url: must start with http:// or https://")
+    vkeys = t.get("vkeys", [])
+    for i, vkey in enumerate(vkeys):
+        if not isinstance(vkey, str):
+            raise ConfigError(f"{where}.vkeys[{i}]: expected str, got {vkey!r}")
+        try:
+            parse_vkey(vkey)
+        except MalformedError as e:
+            raise ConfigError(f"{where}.vkeys[{i}]: {e}") from e
+    if not vkeys and "vkeys_file" not in t:
+        raise ConfigError(f"{where}: give vkeys or vkeys_file (the list is trusted only so far)")
+    for key in ("interval_seconds", "timeout_seconds"):
+        if key in t and t[key] <= 0:
+            raise ConfigError(f"{where}.{key}: must be positive")
+    for key in ("stale_after_intervals", "retries"):
+        if key in t and t[key] < 0:
+            raise ConfigError(f"{where}.{key}: must be >= 0")
+    return LogListConfig(
+        url=t["url"],
+        vkeys=tuple(vkeys),
+        vkeys_file=_path(base, t.get("vkeys_file")),
+        read_token=_read_token(t, where, base),
+        interval_seconds=float(t.get("interval_seconds", 10.0)),
+        stale_after_intervals=t.get("stale_after_intervals", 0),
+        timeout_seconds=float(t.get("timeout_seconds", 30.0)),
+        retries=t.get("retries", 2),
+    )
+
+
 def _read_token(t: dict[str, Any], where: str, base: Path) -> str | None:
     given = [k for k in ("read_token", "read_token_env", "read_token_file") if k in t]
     if len(given) > 1:
@@ -181,14 +271,18 @@ def parse_monitor_config(text: str, *, base: Path, source: str = "monitor config
             "state": str,
             "evidence_dir": str,
             "log": list,
+            "log_list": list,
             "output": dict,
             "rule": list,
             "gossip": dict,
         },
     )
     logs = tuple(_log(raw, f"log[{i}]", base) for i, raw in enumerate(top.get("log", [])))
-    if not logs:
-        raise ConfigError("log: at least one [[log]] table is required")
+    lists = tuple(
+        _log_list(raw, f"log_list[{i}]", base) for i, raw in enumerate(top.get("log_list", []))
+    )
+    if not logs and not lists:
+        raise ConfigError("log: at least one [[log]] or [[log_list]] table is required")
     names = [log.name for log in logs]
     for name in names:
         if names.count(name) > 1:
@@ -216,7 +310,7 @@ def parse_monitor_config(text: str, *, base: Path, source: str = "monitor config
     rules = tuple(rule_from_config(r, f"rule[{i}]") for i, r in enumerate(top.get("rule", [])))
     for rule in rules:
         unknown = set(rule.logs) - set(names)
-        if unknown:
+        if unknown and not lists:  # listed logs are only known once the list is read
             raise ConfigError(f"rule {rule.name!r}: unknown log {sorted(unknown)[0]!r}")
     state = _path(base, top.get("state", "monitor-state.sqlite"))
     evidence_dir = _path(base, top.get("evidence_dir", "evidence"))
@@ -225,7 +319,7 @@ def parse_monitor_config(text: str, *, base: Path, source: str = "monitor config
     if "gossip" in top:
         gossip = parse_gossip(top["gossip"], listen=True)
         gossip = replace(gossip, misbehaviour_dir=str(base / gossip.misbehaviour_dir))
-    return MonitorConfig(state, evidence_dir, logs, output, rules, gossip)
+    return MonitorConfig(state, evidence_dir, logs, output, rules, gossip, lists)
 
 
 def load_monitor_config(path: str | Path) -> MonitorConfig:

@@ -40,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-from translog.checkpoint import open_checkpoint
+from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.client.answers import leaf_entry
 from translog.client.checkpoints import Trusted, VerifiedCheckpoint
 from translog.client.entries import EntryReader
@@ -228,6 +228,9 @@ class Follower:
         self.fetch_window = FETCH_WINDOW
         self._observed_at = 0
         """When the checkpoint being judged was fetched: promises are judged against it."""
+        self.final: Checkpoint | None = None
+        """A frozen log's final checkpoint (from a verified log list): once the log has reached
+        it, an unchanged checkpoint is expected and never ``stale``."""
 
     async def close(self) -> None:
         """Close the HTTP sessions this follower opened."""
@@ -748,6 +751,15 @@ class Follower:
         """Checks that run on every successful poll: staleness and promises."""
         now = self.clock()
         n = self.config.stale_after_intervals
+        final = self.final
+        if final is not None and (state.size, state.root) == (final.size, final.root_hash):
+            n = 0  # frozen: the final checkpoint never changes again
+        elif final is not None and state.size > final.size:
+            self._warn(
+                "frozen-grew",
+                f"log {self.name}: frozen at size {final.size} by the log list, but it now "
+                f"serves size {state.size}",
+            )
         if n:
             allowed = int(n * self.config.interval_seconds * 1000)
             if now - state.changed_at > allowed:
