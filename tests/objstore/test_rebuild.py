@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.objstore.conftest import Gateway, until
+from tests.objstore.test_erasure import publish_erase_rebuild
 from translog.cli import main
 from translog.config import ObjectStoreSection, PublisherSection, format_config
 from translog.datadir import init_data_dir, open_data_dir
@@ -21,6 +22,7 @@ from translog.http.objstore import prepare
 from translog.leaf import decode_leaf
 from translog.log import Log
 from translog.merkle import leaf_hash, verify_consistency, verify_inclusion
+from translog.publish.store import S3Store
 from translog.tokens import TokenStore
 
 
@@ -34,6 +36,20 @@ def _write_config(path: Path, **objstore: Any) -> None:
     (path / "translog.toml").write_text(format_config(config))
 
 
+def _rgw_store(rgw: Gateway, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """A fresh bucket (public prefix ``pub``) and the ``[objstore]`` settings for it."""
+    for k, v in rgw.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = rgw.bucket(public_prefix="pub")
+    return bucket, {
+        "url": f"s3://{bucket}/pub",
+        "private_url": f"s3://{bucket}/private",
+        "endpoint": rgw.endpoint,
+        "lease_ttl_ms": 4000,
+        "lease_renew_ms": 1000,
+    }
+
+
 async def test_rebuild_from_rgw_then_fsck_then_carry_on(
     rgw: Gateway,
     aiohttp_client: Any,
@@ -41,16 +57,7 @@ async def test_rebuild_from_rgw_then_fsck_then_carry_on(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for k, v in rgw.env().items():
-        monkeypatch.setenv(k, v)
-    bucket = rgw.bucket(public_prefix="pub")
-    store = {
-        "url": f"s3://{bucket}/pub",
-        "private_url": f"s3://{bucket}/private",
-        "endpoint": rgw.endpoint,
-        "lease_ttl_ms": 4000,
-        "lease_renew_ms": 1000,
-    }
+    bucket, store = _rgw_store(rgw, monkeypatch)
     first = tmp_path / "first"
     init_data_dir(first, "rebuild.example/log")
     _write_config(first, **store)
@@ -124,3 +131,15 @@ async def test_rebuild_from_rgw_then_fsck_then_carry_on(
         assert decode_leaf(new_log.entries(1500, 1501)[0].leaf).kind == 1
     finally:
         await new_log.close()
+
+
+async def test_erasure_rewrites_rgw_payload_bundles_and_rebuild_keeps_it_erased(
+    rgw: Gateway,
+    aiohttp_client: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bucket, store = _rgw_store(rgw, monkeypatch)
+    private = S3Store(bucket, "private", rgw.settings())
+    await publish_erase_rebuild(aiohttp_client, tmp_path, capsys, store, private)

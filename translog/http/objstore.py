@@ -115,6 +115,16 @@ class ObjectStoreRole:
             lambda: round(publisher.lag_seconds, 3),
         )
         metrics.gauge(
+            "translog_objstore_erasure_rewrites_pending",
+            "tiles with an erasure whose published payload bundles are not rewritten yet",
+            lambda: len(log.storage.pending_rewrites()) if self.private is not None else 0,
+        )
+        metrics.gauge(
+            "translog_objstore_erasure_rewrites",
+            "private payload bundles rewritten after erasures",
+            lambda: publisher.rewrites,
+        )
+        metrics.gauge(
             "translog_objstore_failures",
             "failed publication rounds (retried)",
             lambda: publisher.failures,

@@ -145,7 +145,8 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     )
     print(
         f"  payloads: {report.payloads} restored, {report.payloads_missing} not in the store, "
-        f"{report.payloads_rejected} rejected (commitment mismatch)"
+        f"{report.payloads_rejected} rejected (commitment mismatch), "
+        f"{report.payloads_erased} erased"
     )
     print(f"  checkpoints recorded: {report.checkpoints}")
     return EXIT_OK
@@ -184,7 +185,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         storage.close()
     print(
         f"published {public.url}: checkpoint size {before} -> {cp.size}, "
-        f"{publisher.objects} objects, {publisher.bytes} bytes"
+        f"{publisher.objects} objects, {publisher.bytes} bytes, "
+        f"{publisher.rewrites} payload bundles rewritten after erasures"
     )
     return EXIT_OK
 

@@ -17,6 +17,13 @@ store holds the checkpoint of size P < N:
    saw there (``If-None-Match: *`` for the first): a checkpoint replaced behind its back by
    another writer stops publication instead of being overwritten.
 
+Erasure: every erasure queues its level-0 tile durably in storage, in the erasing transaction
+(:meth:`~translog.storage.base.Storage.pending_rewrites`). Between rounds the publisher
+rewrites every payload bundle of a queued tile that the private store already holds (the full
+one and each partial width), from storage, so an erased entry becomes an "erased" record and
+its salt and payload leave the store; then it drops the tile from the queue (unless it was
+erased again meanwhile). A crash before that leaves the tile queued for the next start.
+
 At start the publisher reads the store's checkpoint and checks it against the local log: it
 must verify with the log's key, and the local tree must contain it (same root at its size).
 A store ahead of the local log, or holding another tree, is refused: rebuild first.
@@ -30,18 +37,18 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from translog.checkpoint import open_checkpoint
-from translog.errors import StorageCorruptError, TranslogError
+from translog.errors import StorageCorruptError, StorageError, TranslogError
 from translog.leaf import KIND_COMMITTED
 from translog.log import SignedCheckpoint
 from translog.publish import layout
 from translog.publish.store import ObjectStore, PreconditionFailedError, StoredObject
 from translog.signing import parse_vkey
-from translog.storage.base import Storage
+from translog.storage.base import Storage, StoredEntry
 from translog.tiles import TILE_WIDTH, TileRef, encode_bundle, read_tile
 
 log = logging.getLogger("translog.publish")
@@ -120,6 +127,8 @@ class Publisher:
         self.objects = 0
         self.bytes = 0
         self.rounds = 0
+        self.rewrites = 0
+        """Payload bundles rewritten after erasures."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -147,6 +156,14 @@ class Publisher:
                     )
                 except (TranslogError, TimeoutError) as e:
                     log.error("final publication to %s failed: %s", self.public.url, e)
+        if final and self.halted is None and self._rewrites_pending():
+            try:
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(self._round, self.rewrite_erased),
+                    self.options.final_timeout_s,
+                )
+            except (TranslogError, TimeoutError) as e:
+                log.error("rewriting erased payloads in %s failed: %s", self.public.url, e)
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -229,11 +246,14 @@ class Publisher:
         while True:
             self._observe()
             target = self.log.published
-            if target is None or (target.size <= self.store_size and self._has_checkpoint):
+            idle = target is None or (target.size <= self.store_size and self._has_checkpoint)
+            if idle and not self._rewrites_pending():
                 await asyncio.sleep(POLL_S)
                 continue
             try:
-                await loop.run_in_executor(self._round, self._publish_round, target)
+                if target is not None and not idle:
+                    await loop.run_in_executor(self._round, self._publish_round, target)
+                await loop.run_in_executor(self._round, self.rewrite_erased)
                 backoff = 0.1
                 self.last_error = None
             except PublicationHaltedError as e:
@@ -250,8 +270,46 @@ class Publisher:
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
 
     def publish_now(self, target: SignedCheckpoint) -> None:
-        """Run one round synchronously (tests and tools)."""
+        """Run one round synchronously (tests and tools), then any pending rewrites."""
         self._publish_round(target)
+        self.rewrite_erased()
+
+    def _rewrites_pending(self) -> bool:
+        return self.private is not None and bool(self.log.storage.pending_rewrites())
+
+    def rewrite_erased(self) -> int:
+        """Rewrite the published payload bundles of tiles with erasures; returns how many.
+
+        Only the bundles the private store holds are rewritten (a bundle published later is
+        built from storage, already without the payload). The tile leaves the queue only
+        when every rewrite of it succeeded.
+        """
+        if self.private is None:
+            return 0
+        rewritten = 0
+        for tile, generation in self.log.storage.pending_rewrites():
+            base = layout.payloads_key(TileRef(0, tile, TILE_WIDTH))
+            keys = [k for k in self.private.list(base) if k == base or k.startswith(base + ".p/")]
+            for key in keys:
+                tail = key.rsplit("/", 1)[1]
+                width = TILE_WIDTH if key == base else int(tail) if tail.isdigit() else 0
+                if not 0 < width <= TILE_WIDTH:
+                    raise StorageCorruptError(f"{self.private.url}: unexpected object {key}")
+                ref = TileRef(0, tile, width, True)
+                self._put_private(key, self._payload_bundle(ref))
+                rewritten += 1
+            try:
+                self.log.storage.rewrite_done(tile, generation)
+            except StorageError as e:  # read-only storage (translog publish): stays queued
+                log.warning("tile %d stays queued for rewriting: %s", tile, e)
+            log.info(
+                "rewrote %d payload bundle(s) of tile %d in %s after erasure",
+                len(keys),
+                tile,
+                self.private.url,
+            )
+        self.rewrites += rewritten
+        return rewritten
 
     def _publish_round(self, target: SignedCheckpoint) -> None:
         """Upload everything the tree of ``target`` needs, then the checkpoint."""
@@ -294,13 +352,11 @@ class Publisher:
         body = encode_bundle([e.leaf for e in entries])
         self._put_immutable(self.public, ref.path, body, layout.TILE_TYPE, layout.TILE_CACHE)
         if self.private is not None:
-            private = layout.encode_payloads(
-                [
-                    (e.salt, e.payload, len(e.leaf) > 9 and e.leaf[9] == KIND_COMMITTED)
-                    for e in entries
-                ]
-            )
-            self._put_private(layout.payloads_key(ref), private)
+            self._put_private(layout.payloads_key(ref), _encode_payloads(entries))
+
+    def _payload_bundle(self, ref: TileRef) -> bytes:
+        start = ref.index * TILE_WIDTH
+        return _encode_payloads(self.log.storage.get_entries(start, start + ref.width))
 
     def _put_private(self, key: str, body: bytes) -> None:
         assert self.private is not None
@@ -338,3 +394,10 @@ class Publisher:
         self._has_checkpoint = True
         self.objects += 1
         self.bytes += len(target.note)
+
+
+def _encode_payloads(entries: Sequence[StoredEntry]) -> bytes:
+    """The private payload bundle of ``entries`` as storage holds them now."""
+    return layout.encode_payloads(
+        [(e.salt, e.payload, len(e.leaf) > 9 and e.leaf[9] == KIND_COMMITTED) for e in entries]
+    )

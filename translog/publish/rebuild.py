@@ -8,7 +8,8 @@
    with the checkpoint's **before anything is written**: nothing unverified is stored;
 3. committed payloads come from the private payload bundles when there is a private store
    that can be read; each one must match its leaf's commitment, or it is left out (the entry
-   is then stored as erased), never stored wrong;
+   is then stored as erased), never stored wrong; a record marked erased (the publisher
+   rewrites published bundles after each erasure) is stored as erased;
 4. the entries and every new tree node are appended in batches (one LMDB transaction each);
 5. the checkpoint history objects are verified (signature, origin, root at their size in the
    rebuilt tree) and recorded in order, the store's checkpoint last.
@@ -47,6 +48,8 @@ class SyncReport:
     payloads: int = 0
     payloads_missing: int = 0
     payloads_rejected: int = 0
+    payloads_erased: int = 0
+    """Committed entries whose payload bundle record says erased (restored as erased)."""
     checkpoints: int = 0
 
 
@@ -114,6 +117,8 @@ def sync_from_store(
                     report.payloads += 1
                 elif ok is False:
                     report.payloads_rejected += 1
+                elif payloads is not None and payloads[k] == (None, None, True):
+                    report.payloads_erased += 1
                 elif ok is None:
                     report.payloads_missing += 1
                 entries.append(entry)

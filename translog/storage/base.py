@@ -222,6 +222,20 @@ class Storage(Protocol):
         records are atomic). Returns how many payloads were erased. Writer thread only."""
         ...
 
+    def pending_rewrites(self) -> list[tuple[int, int]]:
+        """Level-0 tiles with an erasure their published payload bundles may still hold.
+
+        ``(tile index, generation)`` pairs, by tile index. Every erasure (
+        :meth:`erase_payload`, :meth:`index_write` with ``erase``) bumps the generation of
+        its entry's tile in the same transaction, so the queue survives a crash.
+        """
+        ...
+
+    def rewrite_done(self, tile: int, generation: int) -> None:
+        """Drop ``tile`` from :meth:`pending_rewrites` if its generation is still
+        ``generation`` (an erasure since then keeps it queued)."""
+        ...
+
     def close(self) -> None:
         """Release resources. Idempotent."""
         ...

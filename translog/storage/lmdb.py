@@ -7,7 +7,10 @@ Layout (all integers big-endian, so keys sort in append order and every append u
 sub-database              key                         value
 ========================  ==========================  ==========================================
 ``meta``                  ``size``, ``ts``, ...       u64 tree size; u64 last timestamp (ms);
-                                                      ``latest`` = u64 size || u64 ts || note
+                                                      ``latest`` = u64 size || u64 ts || note;
+                                                      ``rewrite`` || u64 tile = u64 generation:
+                                                      tiles whose published payload bundles
+                                                      must be rewritten after an erasure
 ``entries``               u64 index                   an entry record (below)
 ``h00`` ``h02`` … ``h62``  u64 chunk number            62 consecutive hashes (1,984 bytes) of
                                                       tree level 0, 2, 4, … (even levels only)
@@ -80,6 +83,7 @@ from translog.storage.base import (
     StoredEntry,
     WriteBatch,
 )
+from translog.tiles import TILE_WIDTH
 
 CHUNK = 62
 """Hashes per stored chunk: two chunk records fill one 4 KiB LMDB leaf page."""
@@ -87,6 +91,7 @@ _CHUNK_BYTES = CHUNK * 32
 _MAX_LEVEL = 64
 _U64 = struct.Struct(">Q")
 _U64x2 = struct.Struct(">QQ")
+_REWRITE = b"rewrite"
 _NODE_CACHE_LEVEL = 8
 """Nodes at this level and above are cached: every proof reads about 1.5 per level, and there
 are at most size / 2**(level - 1) of them in the tree (see benchmarks/RESULTS.md)."""
@@ -544,6 +549,7 @@ class LMDBStorage:
 
         def fn(txn: lmdb.Transaction) -> None:
             txn.put(_pack(index), entry.leaf, db=self._entries)
+            self._queue_rewrite(txn, index)
 
         self._write(f"erase the payload of entry {index}", fn, len(entry.leaf) + 64)
         return True
@@ -570,6 +576,7 @@ class LMDBStorage:
                 entry = _parse_entry(index, bytes(raw))
                 if entry.salt is not None:
                     txn.put(key, entry.leaf, db=self._entries)
+                    self._queue_rewrite(txn, index)
                     erased += 1
             with txn.cursor(db=self._index_db) as cur:
                 if clear_prefix is not None and cur.set_range(clear_prefix):
@@ -585,6 +592,31 @@ class LMDBStorage:
 
         estimate = sum(len(k) + len(v) + 16 for k, v in ordered) + 64 * len(erase)
         return int(self._write(f"update {len(ordered)} index records", fn, estimate))
+
+    def _queue_rewrite(self, txn: lmdb.Transaction, index: int) -> None:
+        key = _REWRITE + _pack(index // TILE_WIDTH)
+        raw = txn.get(key, db=self._meta)
+        txn.put(key, _pack((_unpack(bytes(raw))[0] if raw else 0) + 1), db=self._meta)
+
+    def pending_rewrites(self) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        with self._read() as txn, txn.cursor(db=self._meta) as cur:
+            if cur.set_range(_REWRITE):
+                for k, v in cur:
+                    if not bytes(k).startswith(_REWRITE):
+                        break
+                    out.append((_unpack(bytes(k)[len(_REWRITE) :])[0], _unpack(bytes(v))[0]))
+        return out
+
+    def rewrite_done(self, tile: int, generation: int) -> None:
+        key = _REWRITE + _pack(tile)
+
+        def fn(txn: lmdb.Transaction) -> None:
+            raw = txn.get(key, db=self._meta)
+            if raw is not None and _unpack(bytes(raw))[0] == generation:
+                txn.delete(key, db=self._meta)
+
+        self._write(f"mark the payloads of tile {tile} rewritten", fn, 64)
 
     @contextlib.contextmanager
     def index_reader(self) -> Iterator[_LMDBIndexReader]:

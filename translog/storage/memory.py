@@ -21,6 +21,7 @@ from typing import Literal
 
 from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
 from translog.storage.base import PromisedEntry, StoredCheckpoint, StoredEntry, WriteBatch
+from translog.tiles import TILE_WIDTH
 
 Fault = Literal["before", "after", "full"]
 
@@ -40,6 +41,7 @@ class MemoryStorage:
         self._promised: dict[int, PromisedEntry] = {}
         self._index_keys: list[bytes] = []
         self._index: dict[bytes, bytes] = {}
+        self._rewrites: dict[int, int] = {}
         self.fail_next: Fault | None = None
         self.appends = 0
 
@@ -161,7 +163,21 @@ class MemoryStorage:
             if e.payload is None and e.salt is None:
                 return False
             self._entries[index] = StoredEntry(index, e.leaf)
+            self._queue_rewrite(index)
             return True
+
+    def _queue_rewrite(self, index: int) -> None:
+        tile = index // TILE_WIDTH
+        self._rewrites[tile] = self._rewrites.get(tile, 0) + 1
+
+    def pending_rewrites(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return sorted(self._rewrites.items())
+
+    def rewrite_done(self, tile: int, generation: int) -> None:
+        with self._lock:
+            if self._rewrites.get(tile) == generation:
+                del self._rewrites[tile]
 
     def _index_put(self, puts: Sequence[tuple[bytes, bytes]]) -> None:
         for key, value in puts:
@@ -190,6 +206,7 @@ class MemoryStorage:
                 e = self.get_entries(index, index + 1)[0]
                 if e.payload is not None or e.salt is not None:
                     self._entries[index] = StoredEntry(index, e.leaf)
+                    self._queue_rewrite(index)
                     erased += 1
             if clear_prefix is not None:
                 for key in [k for k in self._index_keys if k.startswith(clear_prefix)]:
