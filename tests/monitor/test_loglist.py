@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,48 @@ def test_log_list_config_needs_pinned_vkeys(tmp_path: Path) -> None:
         '[[log_list]]\nurl = "http://x/logs.json"\nvkeys_file = "k"\n', base=tmp_path
     )
     assert cfg.logs == () and cfg.log_lists[0].vkeys_file == tmp_path / "k"
+
+
+async def test_running_monitor_picks_up_a_successor(tmp_path: Path) -> None:
+    k1, k2 = Key("shard.example/h1"), Key("shard.example/h2")
+    old, new = make_log(3, k1), make_log(5, k2)
+    s_old, s_new = MaliciousServer(old).start(), MaliciousServer(new).start()
+    lists = ListServer()
+    s_old.frozen = old.checkpoint()
+    frozen = _entry("h1", k1, s_old, state="frozen", final_checkpoint=old.checkpoint().decode())
+    lists.doc["logs"] = [frozen]
+    cfg = parse_monitor_config(
+        f'[[log_list]]\nurl = "{lists.url}"\nvkeys = ["{k1.vkey}", "{k2.vkey}"]\n'
+        "interval_seconds = 0.1\nstale_after_intervals = 2\nretries = 0\n",
+        base=tmp_path,
+    )
+    sink = ListSink()
+    mon = Monitor(cfg, sinks=[sink])
+    task = asyncio.create_task(mon.run())
+    try:
+
+        async def until(cond: Callable[[], bool]) -> None:
+            async with asyncio.timeout(10):
+                while not cond():
+                    await asyncio.sleep(0.05)
+
+        def size(name: str) -> int:
+            st = mon.store.log(name)
+            return -1 if st is None else st.size
+
+        await until(lambda: size("h1") == 3)
+        # Rotation announced while running: h2 named as h1's successor.
+        lists.doc["logs"] = [{**frozen, "successor": "h2"}, _entry("h2", k2, s_new, state="active")]
+        await until(lambda: size("h2") == 5)
+        new.add(b"more")
+        await until(lambda: size("h2") == 6)
+        # Well past stale_after_intervals (0.2 s): the frozen h1 is never stale.
+        await asyncio.sleep(0.6)
+        assert "h1" not in {a.log for a in sink.alerts if a.kind == "stale"}
+    finally:
+        mon.stop()
+        await asyncio.wait_for(task, 10)
+        await mon.close()
+        lists.stop()
+        s_old.stop()
+        s_new.stop()
