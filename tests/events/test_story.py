@@ -60,22 +60,25 @@ def test_story(
     common = ["--url", server.url, "--vkey", vkey]
     bundle_path = tmp_path / "failures.bundle.json.gz"
     html_path = tmp_path / "summary.html"
+    failure_export = [
+        "export",
+        *common,
+        "--read-token",
+        tokens["read"],
+        "--from",
+        "0",
+        "--to",
+        "4102444800000",
+        "--tenant",
+        "acme",
+        "--query",
+        "action=user.login,outcome=failure",
+    ]
     capsys.readouterr()
     assert (
         main(
             [
-                "export",
-                *common,
-                "--read-token",
-                tokens["read"],
-                "--from",
-                "0",
-                "--to",
-                "4102444800000",
-                "--tenant",
-                "acme",
-                "--query",
-                "action=user.login,outcome=failure",
+                *failure_export,
                 "--summary-html",
                 str(html_path),
                 "-q",
@@ -136,18 +139,7 @@ def test_story(
     assert (
         main(
             [
-                "export",
-                *common,
-                "--read-token",
-                tokens["read"],
-                "--from",
-                "0",
-                "--to",
-                "4102444800000",
-                "--tenant",
-                "acme",
-                "--query",
-                "action=user.login,outcome=failure",
+                *failure_export,
                 "--summary",
                 "-q",
                 "-o",
