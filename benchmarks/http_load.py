@@ -7,6 +7,7 @@
      "connections": 64,            # closed loop: each connection sends, waits, sends again
      "rate": 2000,                 # open loop: requests per second on a fixed schedule
      "max_connections": 1024,      # open loop: cap on connections opened on demand
+     "max_idle_seconds": 10,       # open loop: close a keep-alive connection idle this long
      "seed": 1}
 
 * **closed**: ``connections`` keep-alive connections, each sending its next request as soon as
@@ -15,7 +16,14 @@
 * **open**: request *i* is due at ``start + i / rate`` whatever happened before it (no
   coordinated omission); it goes out on an idle keep-alive connection, or a new one. Latency is
   from the *due* time to the whole response, so a generator or server that falls behind shows
-  up in the latency; ``lag_p99_ms`` says how late the generator itself sent requests.
+  up in the latency; ``lag_p99_ms`` says how late the generator itself sent requests. Like
+  any pooled client, it closes a connection that sat idle ``max_idle_seconds`` (default 10 s,
+  below the server's 15 s idle timeout) instead of racing the server's close with a request.
+
+Every error is also counted by kind in ``error_kinds``: ``timeout`` (no whole answer within
+the 10-second drain), ``connect`` (the connection could not be opened), ``closed`` (the server
+closed the connection before answering), ``protocol`` (an answer it cannot frame) and
+``no connection`` (the open loop's connection cap was reached).
 
 It speaks just enough HTTP/1.1 for this (``Content-Length`` framed responses, keep-alive), on
 plain asyncio protocols (uvloop when installed), so that one process can drive tens of
@@ -46,9 +54,11 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[int] | None = None
         self.need = -1
         self.status = 0
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.idle_since = time.perf_counter()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -114,7 +124,22 @@ class _Tally:
         self.ok = 0
         self.non_2xx = 0
         self.errors = 0
+        self.error_kinds: dict[str, int] = {}
         self.lags: list[float] = []
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+
+    def failure(self, e: BaseException, connecting: bool = False) -> None:
+        if isinstance(e, TimeoutError):
+            self.error("timeout")
+        elif connecting:
+            self.error("connect")
+        elif isinstance(e, ConnectionError):
+            self.error("closed")
+        else:
+            self.error("protocol")
 
     def status(self, status: int, latency: float) -> None:
         self.latencies.append(latency)
@@ -146,8 +171,8 @@ async def closed_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally
             sent = clock()
             try:
                 status = await asyncio.wait_for(conn.send(request), _DRAIN)
-            except (ConnectionError, ValueError, TimeoutError):
-                tally.errors += 1
+            except (ConnectionError, ValueError, TimeoutError) as e:
+                tally.failure(e)
                 if conn.transport is not None:
                     conn.transport.close()
                 conn = await _connect(spec["port"])
@@ -168,6 +193,7 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally) 
     rate = float(spec["rate"])
     total = int(rate * spec["duration"])
     cap = int(spec.get("max_connections", 1024))
+    max_idle = float(spec.get("max_idle_seconds", 10.0))
     rng = random.Random(spec.get("seed", 1))
     idle: list[_Conn] = list(
         await asyncio.gather(*(_connect(spec["port"]) for _ in range(min(cap, 16))))
@@ -178,26 +204,34 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally) 
     async def one(due: float, request: bytes) -> None:
         nonlocal opened
         conn = idle.pop() if idle else None
-        while conn is not None and conn.transport is None:
-            # The server closed it while it sat idle (its keep-alive timeout): not an error
-            # of this request; a real client would not reuse it either.
+        while conn is not None and (conn.transport is None or clock() - conn.idle_since > max_idle):
+            # Closed by the server while it sat idle (its keep-alive timeout), or idle long
+            # enough that the server may be closing it right now: a pooled client does not
+            # reuse it, and it is no error of this request.
+            if conn.transport is not None:
+                conn.transport.close()
             opened -= 1
             conn = idle.pop() if idle else None
+        connecting = conn is None
         try:
             if conn is None:
                 if opened >= cap:
-                    tally.errors += 1
+                    tally.error("no connection")
                     return
                 opened += 1
                 conn = await _connect(spec["port"])
+                connecting = False
             tally.lags.append(clock() - due)
             status = await asyncio.wait_for(conn.send(request), _DRAIN)
-        except (ConnectionError, ValueError, TimeoutError):
-            tally.errors += 1
+        except (OSError, ValueError, TimeoutError) as e:
+            tally.failure(e, connecting)
+            if connecting:
+                opened -= 1
             if conn is not None and conn.transport is not None:
                 conn.transport.close()
             return
         tally.status(status, clock() - due)
+        conn.idle_since = clock()
         idle.append(conn)
 
     start = clock() + 0.05
@@ -218,7 +252,8 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally) 
         _, pending = await asyncio.wait(set(tasks), timeout=_DRAIN)
         for task in pending:
             task.cancel()
-        tally.errors += len(pending)
+        for _ in pending:
+            tally.error("timeout")
     elapsed = total / rate  # the schedule's length: "rate" is then the achieved arrival rate
     for c in idle:
         if c.transport is not None:
@@ -245,6 +280,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "ok": tally.ok,
         "non_2xx": tally.non_2xx,
         "errors": tally.errors,
+        "error_kinds": tally.error_kinds,
         "rate": tally.ok / elapsed if elapsed else 0.0,
         "p50_ms": 1e3 * _percentile(lat, 50),
         "p99_ms": 1e3 * _percentile(lat, 99),

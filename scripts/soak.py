@@ -142,6 +142,7 @@ def run_load(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             # Enough connections that the generator never drops a due request for want of
             # one (it counts those as errors): an error is then a real failure.
             spec["max_connections"] = 8192
+            spec["max_idle_seconds"] = 10  # below the server's 15 s idle timeout
             r = load(spec, workdir)
             r.update(memory(server.proc.pid))
             r["loadavg_1m"] = os.getloadavg()[0]
@@ -149,7 +150,8 @@ def run_load(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             acked += r["ok"]
             say(
                 f"minute {minute + 1}: {r['rate']:.0f}/s ok {r['ok']} non-2xx {r['non_2xx']} "
-                f"errors {r['errors']} p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms "
+                f"errors {r['errors']} {r.get('error_kinds') or ''} "
+                f"p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms "
                 f"RSS {r['VmRSS'] >> 20} MiB anon {r['RssAnon'] >> 20} MiB "
                 f"({r['processes']} processes), load {r['loadavg_1m']:.1f}"
             )
