@@ -36,9 +36,9 @@ import logging
 import operator
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast, overload
 
 from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from translog.ct import TreeHeadSigner
@@ -68,6 +68,7 @@ from translog.leaf import (
 from translog.merkle import (
     HASH_SIZE,
     Frontier,
+    NodeLevels,
     leaf_hash,
     leaf_hashes,
     prove_consistency,
@@ -77,6 +78,7 @@ from translog.merkle import (
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.signing import NoteSigner, parse_vkey
 from translog.storage.base import (
+    EntryColumns,
     NewEntry,
     PromisedEntry,
     Storage,
@@ -88,7 +90,7 @@ from translog.storage.base import (
 log = logging.getLogger("translog.log")
 
 
-def _log_recovery(fut: asyncio.Future[list[Appended]]) -> None:
+def _log_recovery(fut: asyncio.Future[Sequence[Appended]]) -> None:
     if fut.cancelled():
         return
     error = fut.exception()
@@ -105,6 +107,8 @@ Indexer = Callable[[int, Sequence[NewEntry]], Sequence[tuple[bytes, bytes]]]
 
 _TIMESTAMP = struct.Struct(">Q")
 """A leaf's timestamp field (bytes 1-8)."""
+_STAMP = slice(1, 9)
+_hash_leaves = leaf_hashes  # accept_prepared's argument of that name hides it
 
 
 def now_ms() -> int:
@@ -158,14 +162,130 @@ class Accepted:
     salt: bytes | None
 
 
+_SALT = operator.attrgetter("salt")
+_HASH = operator.attrgetter("leaf_hash")
+_LEAF = operator.attrgetter("leaf")
+_TS = operator.attrgetter("timestamp_ms")
+
+
+class AcceptedRun(Sequence[Accepted]):
+    """Accepted submissions held column by column, in pool order.
+
+    Entry ``i`` is ``Accepted(leaves[i], hashes[i], stamps[i], salts[i])``; as a sequence the
+    run yields such objects, made on access. The sequencer's bulk path reads the columns and
+    makes no object per entry. Treat a run as immutable once it is submitted.
+    """
+
+    __slots__ = ("hashes", "leaves", "salts", "stamps")
+
+    def __init__(
+        self,
+        leaves: list[bytes] | None = None,
+        hashes: list[bytes] | None = None,
+        stamps: list[int] | None = None,
+        salts: list[bytes | None] | None = None,
+    ) -> None:
+        self.leaves: list[bytes] = [] if leaves is None else leaves
+        self.hashes: list[bytes] = [] if hashes is None else hashes
+        self.stamps: list[int] = [] if stamps is None else stamps
+        self.salts: list[bytes | None] = [] if salts is None else salts
+        if not len(self.leaves) == len(self.hashes) == len(self.stamps) == len(self.salts):
+            raise MalformedError("accepted columns of different lengths")
+
+    @classmethod
+    def of(cls, accepted: Sequence[Accepted]) -> AcceptedRun:
+        """``accepted`` as a run (itself when it is one)."""
+        if isinstance(accepted, AcceptedRun):
+            return accepted
+        return cls(
+            list(map(_LEAF, accepted)),
+            list(map(_HASH, accepted)),
+            list(map(_TS, accepted)),
+            list(map(_SALT, accepted)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.leaves)
+
+    def __iter__(self) -> Iterator[Accepted]:
+        return map(Accepted, self.leaves, self.hashes, self.stamps, self.salts)
+
+    @overload
+    def __getitem__(self, i: int) -> Accepted: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Accepted]: ...
+
+    def __getitem__(self, i: int | slice) -> Accepted | list[Accepted]:
+        if isinstance(i, slice):
+            return list(
+                map(Accepted, self.leaves[i], self.hashes[i], self.stamps[i], self.salts[i])
+            )
+        return Accepted(self.leaves[i], self.hashes[i], self.stamps[i], self.salts[i])
+
+    def extend(self, other: AcceptedRun) -> None:
+        """Append the entries of ``other`` after these."""
+        self.leaves += other.leaves
+        self.hashes += other.hashes
+        self.stamps += other.stamps
+        self.salts += other.salts
+
+
+class AppendedRun(Sequence[Appended]):
+    """The outcomes of a run appended whole, in order, from index ``first``, all covered by
+    ``checkpoint``: the sequence of their :class:`Appended`, each made on access (a batch's
+    submitter often looks at the first and the last only)."""
+
+    __slots__ = ("accepted", "checkpoint", "first")
+
+    def __init__(self, first: int, accepted: AcceptedRun, checkpoint: SignedCheckpoint) -> None:
+        self.first = first
+        self.accepted = accepted
+        self.checkpoint = checkpoint
+
+    def __len__(self) -> int:
+        return len(self.accepted.leaves)
+
+    def __iter__(self) -> Iterator[Appended]:
+        a = self.accepted
+        indexes = range(self.first, self.first + len(a.leaves))
+        cps = itertools.repeat(self.checkpoint)
+        return map(Appended, indexes, a.leaves, a.hashes, a.stamps, a.salts, cps)
+
+    @overload
+    def __getitem__(self, i: int) -> Appended: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Appended]: ...
+
+    def __getitem__(self, i: int | slice) -> Appended | list[Appended]:
+        n = len(self)
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(n))]
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError("appended run index out of range")
+        a = self.accepted
+        return Appended(
+            self.first + j, a.leaves[j], a.hashes[j], a.stamps[j], a.salts[j], self.checkpoint
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(slots=True)
 class _Group:
     """Submissions enqueued together; they are sequenced in one batch, in order."""
 
-    accepted: list[Accepted]
+    accepted: AcceptedRun
     payloads: list[bytes | None]
     keys: list[bytes | None] | None
-    future: asyncio.Future[list[Appended]]
+    future: asyncio.Future[Sequence[Appended]]
     enqueued: float = field(default_factory=time.monotonic)
     promise_seqs: list[int] | None = None
     """Promise records this group's entries were persisted under (``?wait=0``)."""
@@ -233,10 +353,6 @@ _Row = list[tuple[int, Accepted | None]]
 """A group planned entry by entry: (index, accepted) or (earlier index, None) for a duplicate."""
 _BULK = 16
 """Groups at least this large without idempotency keys take the bulk path of ``_integrate``."""
-_SALT = operator.attrgetter("salt")
-_HASH = operator.attrgetter("leaf_hash")
-_LEAF = operator.attrgetter("leaf")
-_TS = operator.attrgetter("timestamp_ms")
 
 
 @dataclass(slots=True)
@@ -244,10 +360,7 @@ class _Run:
     """A group appended whole, in order, from index ``first``."""
 
     first: int
-    leaves: list[bytes]
-    hashes: list[bytes]
-    stamps: list[int]
-    salts: list[bytes | None]
+    accepted: AcceptedRun
 
 
 def _kind(salts: list[bytes | None]) -> bool | None:
@@ -316,7 +429,7 @@ class Log:
         self._promise_seq = self._recovered[-1].seq + 1 if self._recovered else 0
         self._pool: collections.deque[_Group] = collections.deque()
         self._pending = 0
-        self._inflight: dict[bytes, asyncio.Future[list[Appended]]] = {}
+        self._inflight: dict[bytes, asyncio.Future[Sequence[Appended]]] = {}
         self._wakeup: asyncio.Event | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tl-writer")
         self._tasks: list[asyncio.Task[None]] = []
@@ -437,11 +550,12 @@ class Log:
             )
             for p in self._recovered
         ]
-        fut: asyncio.Future[list[Appended]] = loop.create_future()
+        fut: asyncio.Future[Sequence[Appended]] = loop.create_future()
         fut.add_done_callback(_log_recovery)
         keys = [p.key for p in self._recovered]
         payloads = [p.entry.payload for p in self._recovered]
-        group = _Group(accepted, payloads, keys, fut, promise_seqs=[p.seq for p in self._recovered])
+        seqs = [p.seq for p in self._recovered]
+        group = _Group(AcceptedRun.of(accepted), payloads, keys, fut, promise_seqs=seqs)
         self._pool.appendleft(group)
         self._pending += len(accepted)
         log.warning("re-sequencing %d promised entries left by a crash", len(accepted))
@@ -458,22 +572,26 @@ class Log:
 
     def accept(self, payloads: Sequence[bytes], *, committed: bool) -> list[Accepted]:
         """Build the leaves for ``payloads`` now (timestamp and salt are fixed here)."""
+        return list(self._accept_run(payloads, committed=committed))
+
+    def _accept_run(self, payloads: Sequence[bytes], *, committed: bool) -> AcceptedRun:
+        """:meth:`accept`, column by column."""
         ts = self._timestamp()
-        out: list[Accepted] = []
+        n = len(payloads)
         if committed:
-            salts = new_salts(len(payloads))
-            leaves = committed_leaves(ts, payloads, salts)
-            return list(map(Accepted, leaves, leaf_hashes(leaves), itertools.repeat(ts), salts))
+            fresh = new_salts(n)
+            leaves = committed_leaves(ts, payloads, fresh)
+            salts = cast(list[bytes | None], fresh)
         else:
-            for payload in payloads:
-                if len(payload) > MAX_INLINE_PAYLOAD:
-                    raise TooLargeError(
-                        f"inline payload of {len(payload)} bytes exceeds the "
-                        f"{MAX_INLINE_PAYLOAD}-byte limit of a leaf; submit it committed"
-                    )
-                leaf = inline_leaf(ts, payload)
-                out.append(Accepted(leaf, leaf_hash(leaf), ts, None))
-        return out
+            if n and max(map(len, payloads)) > MAX_INLINE_PAYLOAD:
+                size = max(map(len, payloads))
+                raise TooLargeError(
+                    f"inline payload of {size} bytes exceeds the "
+                    f"{MAX_INLINE_PAYLOAD}-byte limit of a leaf; submit it committed"
+                )
+            leaves = [inline_leaf(ts, payload) for payload in payloads]
+            salts = [None] * n
+        return AcceptedRun(leaves, leaf_hashes(leaves), [ts] * n, salts)
 
     def accept_prepared(
         self,
@@ -481,7 +599,7 @@ class Log:
         salts: Sequence[bytes | None],
         leaves: Sequence[bytes],
         leaf_hashes: bytes,
-    ) -> tuple[list[Accepted], bool]:
+    ) -> tuple[AcceptedRun, bool]:
         """Take leaves an HTTP worker process built at ``timestamp_ms``, with their hashes.
 
         ``salts[i]`` is the salt of committed leaf ``i`` (None for an inline one) and
@@ -495,24 +613,22 @@ class Log:
         if len(salts) != n or len(leaf_hashes) != n * HASH_SIZE:
             raise MalformedError("one salt and one leaf hash per prepared leaf are required")
         stamp = _TIMESTAMP.pack(timestamp_ms)
-        for leaf in leaves:
-            if leaf[1:9] != stamp or len(leaf) > MAX_LEAF_SIZE:
-                raise MalformedError(
-                    "a prepared leaf lacks its batch's timestamp or exceeds the leaf size limit"
-                )
+        # Every leaf carries the batch's timestamp and fits a leaf (checked in C, no loop).
+        if n and (
+            set(map(operator.getitem, leaves, itertools.repeat(_STAMP))) != {stamp}
+            or max(map(len, leaves)) > MAX_LEAF_SIZE
+        ):
+            raise MalformedError(
+                "a prepared leaf lacks its batch's timestamp or exceeds the leaf size limit"
+            )
         if timestamp_ms >= self._last_ts:
             self._last_ts = timestamp_ms
-            return [
-                Accepted(leaf, leaf_hashes[i * HASH_SIZE : (i + 1) * HASH_SIZE], timestamp_ms, salt)
-                for i, (leaf, salt) in enumerate(zip(leaves, salts, strict=True))
-            ], False
+            hashes = [leaf_hashes[i : i + HASH_SIZE] for i in range(0, n * HASH_SIZE, HASH_SIZE)]
+            return AcceptedRun(list(leaves), hashes, [timestamp_ms] * n, list(salts)), False
         ts = self._last_ts
         stamp = _TIMESTAMP.pack(ts)
-        out = []
-        for leaf, salt in zip(leaves, salts, strict=True):
-            rebuilt = leaf[:1] + stamp + leaf[9:]
-            out.append(Accepted(rebuilt, leaf_hash(rebuilt), ts, salt))
-        return out, True
+        rebuilt = [leaf[:1] + stamp + leaf[9:] for leaf in leaves]
+        return AcceptedRun(rebuilt, _hash_leaves(rebuilt), [ts] * n, list(salts)), True
 
     def submit(
         self,
@@ -520,9 +636,9 @@ class Log:
         *,
         committed: bool = True,
         keys: Sequence[bytes | None] | None = None,
-        accepted: list[Accepted] | None = None,
+        accepted: Sequence[Accepted] | None = None,
         persisted: list[asyncio.Future[None]] | None = None,
-    ) -> asyncio.Future[list[Appended]]:
+    ) -> asyncio.Future[Sequence[Appended]]:
         """Enqueue ``payloads``; the future resolves once all of them are durable.
 
         With ``persisted`` (a list to receive one future), the accepted leaves are first
@@ -532,7 +648,8 @@ class Log:
 
         ``keys`` are idempotency-key digests (already scoped by the caller), one per payload
         or None. Raises ``PushbackError`` when the pool is full and ``MalformedError`` for an
-        empty submission. ``accepted`` passes leaves built earlier by :meth:`accept`.
+        empty submission. ``accepted`` passes leaves built earlier by :meth:`accept` or
+        :meth:`accept_prepared` (an :class:`AcceptedRun` is taken as it is, without a copy).
         """
         if self._fatal is not None:
             raise SequencerFatalError(f"the sequencer stopped: {self._fatal}")
@@ -545,6 +662,8 @@ class Log:
         if keys is not None and len(keys) != len(payloads):
             raise MalformedError("one idempotency key per payload is required")
         n = len(payloads)
+        if accepted is not None and len(accepted) != n:
+            raise MalformedError("one accepted entry per payload is required")
         if self._pending + n > self.options.max_pending:
             self.stats["pushbacks"] += 1
             raise PushbackError(
@@ -556,10 +675,13 @@ class Log:
             prior = self._inflight.get(keys[0])
             if prior is not None:
                 return prior
-        if accepted is None:
-            accepted = self.accept(payloads, committed=committed)
-        fut: asyncio.Future[list[Appended]] = loop.create_future()
-        group = _Group(accepted, list(payloads) if committed else [None] * n, None, fut)
+        run = (
+            self._accept_run(payloads, committed=committed)
+            if accepted is None
+            else AcceptedRun.of(accepted)
+        )
+        fut: asyncio.Future[Sequence[Appended]] = loop.create_future()
+        group = _Group(run, list(payloads) if committed else [None] * n, None, fut)
         if keys is not None:
             group.keys = list(keys)
             if n == 1 and keys[0] is not None:
@@ -666,17 +788,18 @@ class Log:
             if not group.future.done():
                 group.future.set_exception(error)
 
-    def _integrate(self, groups: list[_Group]) -> list[list[Appended]]:
+    def _integrate(self, groups: list[_Group]) -> list[Sequence[Appended]]:
         """Writer thread: append the batch durably, then sign a checkpoint over it.
 
         A group without idempotency keys whose entries are all of one kind takes the fast
-        path: its entries are appended in order, in bulk (``Frontier.extend``, ``map``). Any
-        other group goes entry by entry, resolving keys against the batch and the stored index.
+        path: its columns are appended whole, in order (``Frontier.extend_levels``), and its
+        outcome is an :class:`AppendedRun`; no object is made per entry. Any other group goes
+        entry by entry, resolving keys against the batch and the stored index.
         """
         frontier = self._frontier.copy()
         start = frontier.size
-        entries: list[NewEntry] = []
-        nodes: list[tuple[int, int, bytes]] = []
+        entries = EntryColumns()
+        nodes = NodeLevels(start, [])
         dedupe: dict[bytes, int] = {}
         promised_done: list[int] = []
         plan: list[_Row | _Run] = []
@@ -685,18 +808,14 @@ class Log:
             promised_done += group.promise_seqs or ()
             accs = group.accepted
             if group.keys is None and len(accs) >= _BULK:
-                salts = list(map(_SALT, accs))
-                kind = _kind(salts)
+                kind = _kind(accs.salts)
                 if kind is not None:
-                    first = frontier.size
-                    hashes = list(map(_HASH, accs))
-                    leaves = list(map(_LEAF, accs))
-                    stamps = list(map(_TS, accs))
-                    nodes += frontier.extend(hashes)
-                    payloads = group.payloads if kind else itertools.repeat(None)
-                    entries += map(NewEntry, leaves, salts, payloads)
-                    ts = max(ts, max(stamps))
-                    plan.append(_Run(first, leaves, hashes, stamps, salts))
+                    plan.append(_Run(frontier.size, accs))
+                    nodes.add_levels(frontier.extend_levels(accs.hashes))
+                    entries.leaves += accs.leaves
+                    entries.salts += accs.salts
+                    entries.payloads += group.payloads if kind else [None] * len(accs)
+                    ts = max(ts, max(accs.stamps))
                     continue
             row, ts = self._plan_group(group, frontier, entries, nodes, dedupe, ts)
             plan.append(row)
@@ -711,13 +830,10 @@ class Log:
             # Durable: only now may a checkpoint cover the new entries.
             self._current = self._sign(frontier.size, frontier.root(), ts)
         current = self._current
-        out: list[list[Appended]] = []
+        out: list[Sequence[Appended]] = []
         for planned in plan:
             if isinstance(planned, _Run):
-                r = planned
-                indexes = range(r.first, r.first + len(r.leaves))
-                cps = itertools.repeat(current)
-                out.append(list(map(Appended, indexes, r.leaves, r.hashes, r.stamps, r.salts, cps)))
+                out.append(AppendedRun(planned.first, planned.accepted, current))
                 continue
             appended = []
             for index, item in planned:
@@ -736,8 +852,8 @@ class Log:
         self,
         group: _Group,
         frontier: Frontier,
-        entries: list[NewEntry],
-        nodes: list[tuple[int, int, bytes]],
+        entries: EntryColumns,
+        nodes: NodeLevels,
         dedupe: dict[bytes, int],
         ts: int,
     ) -> tuple[_Row, int]:
@@ -757,7 +873,7 @@ class Log:
             payload = group.payloads[j]
             entries.append(NewEntry(acc.leaf, acc.salt, payload if acc.salt else None))
             row.append((frontier.size, acc))
-            nodes.extend(frontier.append(acc.leaf_hash))
+            nodes.add(frontier.append(acc.leaf_hash))
             ts = max(ts, acc.timestamp_ms)
         return row, ts
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, overload
 
 from translog.errors import InvalidProofError, MalformedError, NotFoundError
 
@@ -432,38 +432,44 @@ class Frontier:
         """Append many leaf hashes; return every node they complete, as ``(level, index, hash)``.
 
         The same nodes as calling :meth:`append` for each hash, but listed level by level
-        (each level in index order), and computed a level at a time: every interior node of
-        the batch is one SHA-256 in a list comprehension over the level below.
+        (each level in index order): :meth:`extend_levels`, flattened.
+        """
+        start = self._size
+        return list(NodeLevels(start, self.extend_levels(leaf_hashes)))
+
+    def extend_levels(self, leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
+        """Append many leaf hashes; return the nodes they complete as one list per level.
+
+        With ``old`` and ``new`` the sizes before and after, ``levels[L]`` holds the hashes of
+        the nodes ``(L, i)`` for ``i`` in ``[old >> L, new >> L)``, in index order. Only levels
+        that gained a node are listed (none for no hashes); ``levels[0]`` is the leaf hashes.
+        Computed a level at a time: every interior node of the batch is one SHA-256 in a list
+        comprehension over the level below, and no per-node tuple is built.
         """
         if set(map(len, leaf_hashes)) - {HASH_SIZE}:
             raise MalformedError(f"leaf hashes must be {HASH_SIZE} bytes")
         old = self._size
         new = old + len(leaf_hashes)
-        created = list(zip(itertools.repeat(0), range(old, new), leaf_hashes))
         # The old frontier holds one node per set bit of ``old``, highest level first.
         held = self._stack
         sha = _sha256
         low: list[bytes] = []  # the new frontier's nodes below ``level``, lowest first
+        levels: list[list[bytes]] = []
         row = list(leaf_hashes)
         level = 0
         while (new >> level) > (old >> level):
-            lo = old >> level
-            if lo & 1:
-                row.insert(0, held[(old >> (level + 1)).bit_count()])
-                lo -= 1
+            levels.append(row)
+            if (old >> level) & 1:  # the left sibling of the first new node is held
+                row = [held[(old >> (level + 1)).bit_count()], *row]
             if len(row) & 1:
                 low.append(row[-1])
-            parents = [
-                sha(b"\x01" + a + b).digest() for a, b in zip(row[::2], row[1::2], strict=False)
-            ]
+            row = [sha(b"\x01" + a + b).digest() for a, b in zip(row[::2], row[1::2], strict=False)]
             level += 1
-            created += zip(itertools.repeat(level), range(lo >> 1, new >> level), parents)
-            row = parents
         # No new node from here up: the old frontier's nodes at these levels stay.
         low.reverse()
         self._stack = held[: (old >> level).bit_count()] + low
         self._size = new
-        return created
+        return levels
 
     def root(self) -> bytes:
         """The root of the current tree (``EMPTY_ROOT`` when empty)."""
@@ -477,6 +483,57 @@ class Frontier:
         other._size = self._size
         other._stack = self._stack.copy()
         return other
+
+
+class NodeLevels(Sequence[tuple[int, int, bytes]]):
+    """The complete nodes a run of appended leaves created, held as one list per level.
+
+    ``levels[L]`` holds the hashes of the nodes ``(L, (start >> L) + k)``, ``k = 0, 1, …``: the
+    shape :meth:`Frontier.extend_levels` returns, where ``start`` is the size before. As a
+    sequence it is the ``(level, index, hash)`` triples, level by level and each level in
+    index order, so it can stand wherever such a list is expected
+    (:attr:`translog.storage.base.WriteBatch.nodes`), and a consumer that stores nodes by
+    level can take ``levels`` as they are, with no per-node tuple.
+    """
+
+    __slots__ = ("levels", "start")
+
+    def __init__(self, start: int, levels: list[list[bytes]]) -> None:
+        self.start = start
+        self.levels = levels
+
+    def __len__(self) -> int:
+        return sum(map(len, self.levels))
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
+        for level, hashes in enumerate(self.levels):
+            yield from zip(itertools.repeat(level), itertools.count(self.start >> level), hashes)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, int, bytes]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[int, int, bytes]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[int, int, bytes] | list[tuple[int, int, bytes]]:
+        return list(self)[i]
+
+    def add(self, created: Iterable[tuple[int, int, bytes]]) -> None:
+        """Take nodes created by :meth:`Frontier.append` right after the ones held."""
+        levels = self.levels
+        for level, _index, h in created:
+            if level == len(levels):
+                levels.append([])
+            levels[level].append(h)
+
+    def add_levels(self, more: list[list[bytes]]) -> None:
+        """Take the levels :meth:`Frontier.extend_levels` returned right after the ones held."""
+        levels = self.levels
+        for level, hashes in enumerate(more):
+            if level == len(levels):
+                levels.append(hashes)
+            else:
+                levels[level] += hashes
 
 
 # -- range proofs ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from translog.merkle import (
     HASH_SIZE,
     Frontier,
     MemoryHashes,
+    NodeLevels,
     prove_consistency,
     prove_inclusion,
     tree_hash,
@@ -243,3 +244,48 @@ def test_frontier_extend_equals_appends(batches: list[int], rnd: Any) -> None:
         assert bulk.size == one.size and bulk.root() == one.root()
     with pytest.raises(MalformedError):
         bulk.extend([b"short"])
+
+
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=6), st.randoms(use_true_random=False))
+@settings(max_examples=100, deadline=None)
+def test_frontier_extend_levels_equals_appends(batches: list[int], rnd: Any) -> None:
+    one, bulk = Frontier(), Frontier()
+    held = NodeLevels(0, [])
+    appended: list[bytes] = []
+    for n in batches:
+        hashes = [rnd.randbytes(32) for _ in range(n)]
+        appended += hashes
+        old = one.size
+        expected = [node for h in hashes for node in one.append(h)]
+        levels = bulk.extend_levels(hashes)
+        new = one.size
+        # One list per level that gained a node, each in index order from old >> level.
+        assert len(levels) == (old ^ new).bit_length()
+        for level, values in enumerate(levels):
+            want = sorted((i, h) for lvl, i, h in expected if lvl == level)
+            assert [i for i, _ in want] == list(range(old >> level, new >> level))
+            assert values == [h for _, h in want]
+        run = NodeLevels(old, levels)
+        assert len(run) == len(expected)
+        assert list(run) == sorted(expected, key=lambda t: (t[0], t[1]))
+        if expected:
+            assert run[0] == (0, old, hashes[0]) and run[-1] == list(run)[-1]
+            assert run[1:3] == list(run)[1:3]
+        assert bulk.size == one.size and bulk.root() == one.root()
+        held.add_levels([list(v) for v in levels])
+    # Runs taken one after another are the nodes of the whole, level by level.
+    assert list(held) == list(NodeLevels(0, Frontier().extend_levels(appended)))
+    with pytest.raises(MalformedError):
+        bulk.extend_levels([b"short"])
+
+
+def test_node_levels_take_single_appends_in_order() -> None:
+    one, many = Frontier(), Frontier()
+    for h in LEAVES[:5]:
+        one.append(h)
+        many.append(h)
+    held = NodeLevels(5, [])
+    for h in LEAVES[5:300]:
+        held.add(one.append(h))
+    assert list(held) == list(NodeLevels(5, many.extend_levels(LEAVES[5:300])))
+    assert list(held) == sorted(held, key=lambda t: (t[0], t[1]))

@@ -6,8 +6,15 @@ import pytest
 
 from translog.errors import NotFoundError, StorageCorruptError
 from translog.leaf import committed_leaf, inline_leaf
-from translog.merkle import Frontier, MemoryHashes, leaf_hash, subtree_nodes
-from translog.storage.base import NewEntry, Storage, StoredCheckpoint, WriteBatch
+from translog.merkle import Frontier, MemoryHashes, NodeLevels, leaf_hash, subtree_nodes
+from translog.storage.base import (
+    EntryColumns,
+    NewEntry,
+    Storage,
+    StoredCheckpoint,
+    StoredEntry,
+    WriteBatch,
+)
 
 
 def make_batch(
@@ -197,3 +204,67 @@ def test_leaves_are_the_entries_leaves(storage: Storage) -> None:
     for start, end in ((4, 6), (-1, 2), (3, 2)):
         with pytest.raises(NotFoundError):
             storage.get_leaves(start, end)
+
+
+def columnar(batch: WriteBatch, frontier: Frontier) -> WriteBatch:
+    """The same batch in the sequencer's form: entry columns and nodes held by level."""
+    entries = EntryColumns()
+    for e in batch.entries:
+        entries.append(e)
+    nodes = NodeLevels(batch.start, frontier.extend_levels([leaf_hash(e.leaf) for e in entries]))
+    return WriteBatch(batch.start, entries, nodes, batch.timestamp_ms)
+
+
+@pytest.mark.parametrize("batches", [[1], [5, 1, 1], [62, 62, 1], [61, 2, 200, 300], [1000]])
+def test_columnar_batches_store_what_entry_batches_do(storage: Storage, batches: list[int]) -> None:
+    frontier, model, bulk = Frontier(), MemoryHashes(), Frontier()
+    ts = 1000
+    for k, n in enumerate(batches):
+        batch = make_batch(frontier, model, n, ts, committed=k % 2 == 0)
+        storage.append(columnar(batch, bulk))
+        ts += 1
+        size = storage.size()
+        assert storage.read_hashes(all_nodes(size)) == model.read_hashes(all_nodes(size))
+        assert storage.get_entries(batch.start, size) == [
+            StoredEntry(batch.start + i, e.leaf, e.salt, e.payload)
+            for i, e in enumerate(batch.entries)
+        ]
+    # Mixed kinds in one batch.
+    salt = b"\x09" * 32
+    mixed = [
+        NewEntry(committed_leaf(ts, b"c", salt), salt, b"c"),
+        NewEntry(inline_leaf(ts, b"i")),
+        NewEntry(committed_leaf(ts, b"", salt), salt, b""),
+    ]
+    start = storage.size()
+    for e in mixed:
+        model.append(leaf_hash(e.leaf))
+    storage.append(columnar(WriteBatch(start, mixed, [], ts), bulk))
+    got = storage.get_entries(start, start + 3)
+    assert [(e.leaf, e.salt) for e in got] == [(e.leaf, e.salt) for e in mixed]
+    assert [e.payload for e in got] == [b"c", None, b""]
+    assert storage.read_hashes(all_nodes(start + 3)) == model.read_hashes(all_nodes(start + 3))
+
+
+@pytest.mark.parametrize("form", ["triples", "levels"])
+def test_a_batch_lacking_nodes_of_a_level_is_refused(storage: Storage, form: str) -> None:
+    frontier, model = Frontier(), MemoryHashes()
+    storage.append(make_batch(frontier, model, 3, 1))
+    batch = make_batch(frontier, model, 6, 2)  # completes nodes at levels 0 to 3
+    for drop in (0, 2):
+        if form == "triples":
+            nodes: list[tuple[int, int, bytes]] | NodeLevels = [
+                t for t in batch.nodes if t[0] != drop
+            ]
+        else:
+            levels = [[h for lv, _, h in batch.nodes if lv == level] for level in range(4)]
+            levels[drop] = levels[drop][:-1]
+            nodes = NodeLevels(batch.start, levels)
+        with pytest.raises(StorageCorruptError):
+            storage.append(WriteBatch(batch.start, batch.entries, nodes, 2))
+        assert storage.size() == 3
+    extra = [*batch.nodes, (4, 0, b"\x00" * 32)]  # a node the batch does not complete
+    with pytest.raises(StorageCorruptError):
+        storage.append(WriteBatch(batch.start, batch.entries, extra, 2))
+    storage.append(batch)
+    assert storage.read_hashes(all_nodes(9)) == model.read_hashes(all_nodes(9))

@@ -21,7 +21,7 @@ from translog.errors import (
 )
 from translog.fsck import fsck
 from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, decode_leaf, inline_leaf
-from translog.log import Log, LogOptions
+from translog.log import Accepted, AcceptedRun, AppendedRun, Log, LogOptions
 from translog.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from translog.signing import NoteSigner, parse_vkey
 from translog.storage.base import StoredCheckpoint
@@ -355,3 +355,76 @@ async def test_bundle_leaves_are_checked_on_every_record_layout(
         log.leaves(0, 20)
     assert log.leaves(4, 20) == [e.leaf for e in log.entries(4, 20)]
     await log.close()
+
+
+async def test_bulk_groups_answer_with_runs_equal_to_entry_by_entry(memory_log: Log) -> None:
+    # Groups of 16 or more without keys take the columnar path; smaller or keyed ones go
+    # entry by entry. Both must give the same Appended values for what was stored.
+    committed = [b"c%d" % i for i in range(40)]
+    inline = [b"i%d" % i for i in range(20)]
+    bulk, small, keyed, flat = await asyncio.gather(
+        memory_log.submit(committed),
+        memory_log.submit([b"s1", b"s2"]),
+        memory_log.submit([b"k%d" % i for i in range(20)], keys=[b"q" * 16] + [None] * 19),
+        memory_log.submit(inline, committed=False),
+    )
+    assert isinstance(bulk, AppendedRun) and isinstance(flat, AppendedRun)
+    assert isinstance(small, list) and isinstance(keyed, list)
+    for outcome, n in ((bulk, 40), (small, 2), (keyed, 20), (flat, 20)):
+        items = list(outcome)
+        assert len(outcome) == len(items) == n
+        first = items[0].index
+        assert [a.index for a in items] == list(range(first, first + n))
+        stored = memory_log.entries(first, first + n)
+        assert [a.leaf for a in items] == [e.leaf for e in stored]
+        assert [a.salt for a in items] == [e.salt for e in stored]
+        assert all(a.leaf_hash == leaf_hash(a.leaf) for a in items)
+        assert all(a.checkpoint.size >= first + n and not a.duplicate for a in items)
+        assert [decode_leaf(a.leaf).timestamp_ms for a in items] == [a.timestamp_ms for a in items]
+    assert [e.payload for e in memory_log.entries(bulk[0].index, bulk[-1].index + 1)] == committed
+    assert all(e.payload is None for e in memory_log.entries(flat[0].index, flat[-1].index + 1))
+    # A run behaves as the list of its Appended values.
+    items = list(bulk)
+    assert bulk == items and items == bulk and bulk != items[:-1]
+    assert bulk[-1] == items[-1] and bulk[-40] == items[0] and bulk[3:7] == items[3:7]
+    assert bulk[::-1] == items[::-1]
+    for bad in (40, -41):
+        with pytest.raises(IndexError):
+            bulk[bad]
+
+
+async def test_accepted_runs_and_lists_are_the_same_submission(memory_log: Log) -> None:
+    run = memory_log.accept([b"a%d" % i for i in range(20)], committed=True)
+    assert all(isinstance(a, Accepted) for a in run)
+    columns = AcceptedRun.of(run)
+    assert list(columns) == run and columns[2:4] == run[2:4] and columns[-1] == run[-1]
+    assert AcceptedRun.of(columns) is columns
+    payloads = [b"a%d" % i for i in range(20)]
+    appended = await memory_log.submit(payloads, accepted=columns)
+    assert [a.leaf for a in appended] == [a.leaf for a in run]
+    with pytest.raises(MalformedError, match="one accepted entry per payload"):
+        memory_log.submit(payloads[:3], accepted=run[:2])
+    with pytest.raises(MalformedError, match="different lengths"):
+        AcceptedRun([b"x"], [], [1], [None])
+    extended = AcceptedRun()
+    extended.extend(columns)
+    extended.extend(columns)
+    assert list(extended) == run + run
+
+
+async def test_accept_prepared_rebuilds_many_leaves_in_order(memory_log: Log) -> None:
+    fixed = memory_log.storage.last_timestamp() + 10_000
+    salts = [bytes([i]) * 32 for i in range(30)]
+    leaves = [committed_leaf(fixed, b"p%d" % i, s) for i, s in enumerate(salts)]
+    hashes = b"".join(leaf_hash(leaf) for leaf in leaves)
+    got, moved = memory_log.accept_prepared(fixed, salts, leaves, hashes)
+    assert not moved and got.leaves == leaves and got.salts == salts
+    assert got.hashes == [leaf_hash(leaf) for leaf in leaves] and got.stamps == [fixed] * 30
+    early = [committed_leaf(fixed - 7, b"p%d" % i, s) for i, s in enumerate(salts)]
+    again, moved = memory_log.accept_prepared(
+        fixed - 7, salts, early, b"".join(leaf_hash(leaf) for leaf in early)
+    )
+    assert moved and again.leaves == leaves and again.hashes == got.hashes
+    mixed = [*leaves[:-1], committed_leaf(fixed - 1, b"p29", salts[29])]
+    with pytest.raises(MalformedError, match="timestamp"):
+        memory_log.accept_prepared(fixed, salts, mixed, hashes)

@@ -43,7 +43,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from translog.http import app as app_module
 from translog.http.errors import status_for
 from translog.http.keys import CONFIG, LOG, METRICS
 from translog.http.submit import ProofNodes
-from translog.log import Accepted, Appended
+from translog.log import AcceptedRun, Appended
 from translog.merkle import prove_range
 
 log = logging.getLogger("translog.serve")
@@ -116,16 +116,16 @@ class Hub:
     def add(self, msgid: int, requests: list[list[Any]], writer: asyncio.StreamWriter) -> None:
         """Accept and submit one message's requests as one group; answer once it is durable."""
         log = self.log
-        accepted: list[Accepted] = []
+        accepted = AcceptedRun()
         payloads: list[bytes | None] = []
         stamps: list[int] = []
         rebuilt = False
         try:
             for _started, _batch, ts, salts, leaves, bodies, hashes in requests:
                 got, moved = log.accept_prepared(ts, salts, leaves, hashes)
-                stamps.append(got[0].timestamp_ms)
+                stamps.append(got.stamps[0])
                 rebuilt |= moved
-                accepted += got
+                accepted.extend(got)
                 payloads += bodies
             fut = log.submit(payloads, committed=True, accepted=accepted)  # type: ignore[arg-type]
         except TranslogError as e:
@@ -139,10 +139,10 @@ class Hub:
         msgid: int,
         requests: list[list[Any]],
         stamps: list[int],
-        accepted: list[Accepted],
+        accepted: AcceptedRun,
         rebuilt: bool,
         writer: asyncio.StreamWriter,
-        fut: asyncio.Future[list[Appended]],
+        fut: asyncio.Future[Sequence[Appended]],
     ) -> None:
         if fut.cancelled():
             self._refuse(msgid, requests, writer, PushbackError("the log is shutting down", 5.0))
@@ -170,7 +170,7 @@ class Hub:
             mode = "batch" if batch else "single"
             self.metrics.inc("translog_submissions_total", mode=mode, wait="durable")
         # The worker has the leaf hashes, unless a timestamp moved and they were made again.
-        hashes = b"".join([a.leaf_hash for a in accepted]) if rebuilt else None
+        hashes = b"".join(accepted.hashes) if rebuilt else None
         answer = [msgid, "ok", start, signed.size, signed.root_hash, signed.note]
         _send(writer, [*answer, list(nodes), stamps, hashes])
 

@@ -88,7 +88,7 @@ _JSON = "application/json"
 _DRAIN_TIMEOUT = 10.0
 _PLAIN_STRING = re.compile(rb'"[A-Za-z0-9+/=]*"')
 
-_Future = asyncio.Future[list[Appended]]
+_Future = asyncio.Future[Sequence[Appended]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,7 +541,7 @@ async def _durable(
     items: Sequence[_Item],
     committed: Sequence[bool],
     digests: Sequence[bytes | None],
-) -> list[Appended]:
+) -> Sequence[Appended]:
     """Submit and wait until durable. A key already in flight makes this entry a duplicate."""
     state = app[STATE]
     was_inflight = len(items) == 1 and digests[0] is not None and digests[0] in state.inflight
@@ -554,7 +554,7 @@ async def _durable(
 
 
 async def _receipt(
-    app: web.Application, appended: list[Appended], wait: str, *, batch: bool
+    app: web.Application, appended: Sequence[Appended], wait: str, *, batch: bool
 ) -> dict[str, Any]:
     """The receipt JSON: proofs against the batch checkpoint, or the next published one."""
     log = app[LOG]

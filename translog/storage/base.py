@@ -28,7 +28,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, overload
+
+from translog.errors import MalformedError
 
 
 @dataclass(slots=True)  # not frozen: built once per entry on the hot path; treat as immutable
@@ -42,6 +44,53 @@ class NewEntry:
     leaf: bytes
     salt: bytes | None = None
     payload: bytes | None = None
+
+
+class EntryColumns(Sequence[NewEntry]):
+    """Entries held column by column: ``leaves[i]``, ``salts[i]`` and ``payloads[i]`` are
+    the fields of entry ``i`` (salt None for an inline leaf, payload None unless committed).
+
+    The sequencer builds a batch's entries this way, with no object per entry. As a sequence
+    it yields :class:`NewEntry` values, so it stands wherever entries are expected; a backend
+    may read the columns directly (LMDB does).
+    """
+
+    __slots__ = ("leaves", "payloads", "salts")
+
+    def __init__(
+        self,
+        leaves: list[bytes] | None = None,
+        salts: list[bytes | None] | None = None,
+        payloads: list[bytes | None] | None = None,
+    ) -> None:
+        self.leaves: list[bytes] = [] if leaves is None else leaves
+        self.salts: list[bytes | None] = [] if salts is None else salts
+        self.payloads: list[bytes | None] = [] if payloads is None else payloads
+        if not len(self.leaves) == len(self.salts) == len(self.payloads):
+            raise MalformedError("entry columns of different lengths")
+
+    def __len__(self) -> int:
+        return len(self.leaves)
+
+    def __iter__(self) -> Iterator[NewEntry]:
+        return map(NewEntry, self.leaves, self.salts, self.payloads)
+
+    @overload
+    def __getitem__(self, i: int) -> NewEntry: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[NewEntry]: ...
+
+    def __getitem__(self, i: int | slice) -> NewEntry | list[NewEntry]:
+        if isinstance(i, slice):
+            return list(map(NewEntry, self.leaves[i], self.salts[i], self.payloads[i]))
+        return NewEntry(self.leaves[i], self.salts[i], self.payloads[i])
+
+    def append(self, entry: NewEntry) -> None:
+        """Add one entry at the end."""
+        self.leaves.append(entry.leaf)
+        self.salts.append(entry.salt)
+        self.payloads.append(entry.payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +108,9 @@ class WriteBatch:
     """Everything one sequenced batch adds, written in one atomic, durable transaction.
 
     ``nodes`` lists every complete tree node the batch creates, as (level, index, hash):
-    the leaf hashes at level 0 and each interior node completed by the batch.
+    the leaf hashes at level 0 and each interior node completed by the batch. The sequencer
+    passes a :class:`~translog.merkle.NodeLevels` (the same triples, held level by level) and
+    ``entries`` as :class:`EntryColumns`; a backend may use either form's lists directly.
     ``dedupe`` maps idempotency-key digests to the index of the entry they created.
     """
 

@@ -71,11 +71,22 @@ class MemoryStorage:
                 raise StorageCorruptError(
                     f"timestamp went backwards: {batch.timestamp_ms} < {self._ts}"
                 )
-            leaves = sum(1 for level, _, _ in batch.nodes if level == 0)
-            if leaves != len(batch.entries):
+            counts: dict[int, int] = {}
+            for level, _, _ in batch.nodes:
+                counts[level] = counts.get(level, 0) + 1
+            if counts.get(0, 0) != len(batch.entries):
                 raise StorageCorruptError(
-                    f"batch brings {len(batch.entries)} entries and {leaves} leaf hashes"
+                    f"batch brings {len(batch.entries)} entries and {counts.get(0, 0)} leaf hashes"
                 )
+            end = batch.start + len(batch.entries)
+            top = max([(end ^ batch.start).bit_length(), *(level + 1 for level in counts)])
+            for level in range(top):
+                want = (end >> level) - (batch.start >> level)
+                if counts.get(level, 0) != want:
+                    raise StorageCorruptError(
+                        f"batch at {batch.start} brings {counts.get(level, 0)} nodes at level "
+                        f"{level}, expected {want}"
+                    )
             for e in batch.entries:
                 if e.salt is not None and (
                     len(e.leaf) != 42
