@@ -20,6 +20,7 @@ from benchmarks import (
     bench_http,
     bench_objstore,
     bench_proofs,
+    bench_stall,
 )
 from benchmarks.common import OUT, Row, Settings, machine, progress
 
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[Settings], list[Row]]] = {
     "audit": bench_audit.run,
     "objstore": bench_objstore.run,
     "events": bench_events.run,
+    "stall": bench_stall.run,
 }
 
 

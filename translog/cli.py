@@ -119,6 +119,8 @@ def _cmd_fsck(args: argparse.Namespace) -> int:
         f"size {report.size}: {report.entries_checked} entries, {report.hashes_checked} "
         f"hashes, {report.checkpoints_checked} checkpoints checked"
     )
+    for note in report.notes:
+        print(f"note: {note}")
     if report.ok:
         print(f"fsck ok: {summary}")
         return EXIT_OK

@@ -163,6 +163,9 @@ class StoredCheckpoint:
 class LeafIndexAuditor(Protocol):
     """Checks a leaf-hash index against the leaf hashes fsck recomputes, in index order."""
 
+    notes: list[str]
+    """Things found that are not problems (fsck prints them), such as an unfinished merge."""
+
     def feed(self, start: int, hashes: Sequence[bytes]) -> list[tuple[int, str]]:
         """Take the leaf hashes of ``start, start + 1, …``; return (index, problem) pairs."""
         ...

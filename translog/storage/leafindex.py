@@ -12,22 +12,47 @@ sit together, in index order. The prefix is only a filter: a lookup checks each 
 against the stored level-0 hash, so prefix collisions cost a read and never a wrong answer.
 
 **Runs.** A run covers a contiguous range of indexes ``[lo, hi)``; the runs, oldest first,
-cover ``[0, upto)`` without gaps. A run is stored in the ``leafidx`` sub-database as blocks of
-up to 248 items (1,984 bytes, two blocks to a 4 KiB page, little-endian u64s), under the key
-``u32 run id (big-endian) || first item of the block (u64, big-endian)``. Run ids only grow, so
-each new run is an ``MDB_APPEND`` at the end of the tree. The list of runs is the ``meta``
-record ``leafidx`` (``u32 id || u64 lo || u64 hi`` per run, oldest first); ``leafidx-next``
-holds the next run id.
+cover ``[0, upto)`` without gaps. A run is stored as blocks of up to 248 items (1,984 bytes,
+two blocks to a 4 KiB page, little-endian u64s), under the key ``u32 run id (big-endian) ||
+first item of the block (u64, big-endian)``, in one of two sub-databases: ``leafidx`` holds the
+runs written by batches (and the small merges done inline), ``leafbig`` the runs built by the
+background merger. Run ids come from one counter and only grow, and each sub-database has one
+writer (the batch path, the merger), so a run's blocks are always an ``MDB_APPEND`` at the end
+of its tree: pages fill completely (writing a run into the middle of a tree left one block
+per page). ``meta`` records (all big-endian):
+
+* ``leafidx``: the listed runs, oldest first, ``u32 id || u64 lo || u64 hi`` each: the index
+  is exactly these runs;
+* ``leafidx-next``: u64, the next run id;
+* ``leafidx-big``: u32 ids of the listed runs stored in ``leafbig`` (absent: none);
+* ``leafidx-spare``: u32 ids of runs whose blocks exist but are not listed: the run the merger
+  is building, and inputs of a finished merge whose blocks are still being deleted. They are
+  never read by lookups; opening the store writable deletes them (an unfinished build is
+  reclaimed and redone later), and fsck skips them with a note.
 
 **Tiers.** A run of fewer than :data:`BASE` items is in tier 0; otherwise in tier
-``1 + floor(log_F(size / BASE))`` with ``F`` = :data:`FANOUT`. After a batch adds its run,
-whenever :data:`FANOUT` runs share the newest tier they are merged into one, and a run is
-never left behind a run of a lower tier. Each entry is therefore rewritten about
-``log_F(n / BASE)`` times, and a lookup probes at most ``(F - 1)`` runs per tier.
+``1 + floor(log_F(size / BASE))`` with ``F`` = :data:`FANOUT`. Whenever :data:`FANOUT` runs
+share a tier they are merged into one, and a run is never left behind a run of a lower tier
+(:func:`plan`, :func:`due`). Each entry is therefore rewritten about ``log_F(n / BASE)``
+times, and a lookup probes at most ``(F - 1)`` runs per tier (a few more while a merge is
+pending).
 
-**Merging** happens in the batch's own write transaction, so the index is always exactly the
-runs listed in ``meta`` and a crash never leaves it half merged. A merge works through the
-item space in slices, so its memory is the packed input (8 bytes per item), not Python lists.
+**Merging.** A merge costs about 1 µs of Python per item. The merges a batch triggers are done
+in the batch's own write transaction only up to a size limit (``inline_merge_max`` of
+``LMDBStorage``, default :data:`INLINE_MAX`); larger ones are left to the background merger
+(``translog.storage.lmdb``): it computes the merged run from the immutable input runs with
+short read transactions, slice by slice (:func:`merge_stream`), writes it under a spare id in
+write transactions of at most :data:`WRITE_ITEMS` items, and installs it in one transaction
+that lists it and unlists (spares) the inputs. A lookup reads the directory from its own
+snapshot, so it sees either the inputs or the merged run, never a half-built one.
+
+**Memory.** An inline merge holds its inputs and output packed (16 bytes per item, at most
+``16 * inline_merge_max`` bytes) plus one slice of Python ints. A background merge holds one
+slice (:data:`MERGE_SLICE` items, about 40 bytes each as Python ints, plus one block per
+input) and the unwritten output (under :data:`WRITE_ITEMS` + :data:`MERGE_SLICE` items, 8
+bytes each): about 3 MB whatever the size of the run. Slices cut the item space into equal
+ranges, so the bound holds because the 32-bit prefixes of leaf hashes are uniform; only many
+entries with the same leaf hash prefix (identical leaves, or ground hashes) fill one slice.
 """
 
 from __future__ import annotations
@@ -39,7 +64,7 @@ import secrets
 import struct
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +80,18 @@ BASE = 4096
 """Runs smaller than this (one batch at most) are tier 0."""
 MAX_RUN = (1 << 32) - 1
 """Offsets are u32: runs never grow past this many items (they just stop merging)."""
+INLINE_MAX = 1 << 15
+"""Default largest merge done inside a batch's transaction, in items: about 25 ms of Python
+(merges of 2^15 cost 20-30 ms, see benchmarks/RESULTS.md). Tier-2 merges of 8 full tier-1
+runs (32,768 items) stay inline; everything from tier 3 up goes to the background merger."""
+MERGE_SLICE = 1 << 15
+"""Items per slice of a background merge: one slice's sort holds the GIL for a few ms."""
+WRITE_ITEMS = 1 << 17
+"""Items per write transaction of a background merge (about 1 MB of blocks)."""
+COLLECT_BLOCKS = 1 << 10
+"""Blocks of spare runs deleted per write transaction (about 250,000 items)."""
 _SLICE = 1 << 17
-"""Items per merge slice (about 5 MB of Python ints at a time)."""
+"""Items per slice of an inline merge (about 5 MB of Python ints at a time)."""
 _LOW = (1 << 32) - 1
 _MAX_ITEM = (1 << 64) - 1
 _RUN = struct.Struct(">IQQ")
@@ -66,15 +101,19 @@ _U64 = struct.Struct(">Q")
 _LITTLE = sys.byteorder == "little"
 META_RUNS = b"leafidx"
 META_NEXT = b"leafidx-next"
+META_BIG = b"leafidx-big"
+META_SPARE = b"leafidx-spare"
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One sorted run: its id and the index range ``[lo, hi)`` it covers."""
+    """One sorted run: its id, the index range ``[lo, hi)`` it covers, and whether its blocks
+    are in ``leafbig`` (built by the background merger) rather than ``leafidx``."""
 
     rid: int
     lo: int
     hi: int
+    big: bool = False
 
     @property
     def size(self) -> int:
@@ -92,13 +131,30 @@ def encode_runs(runs: Sequence[Run]) -> bytes:
     return b"".join(_RUN.pack(r.rid, r.lo, r.hi) for r in runs)
 
 
-def decode_runs(raw: bytes | memoryview | None) -> tuple[Run, ...]:
-    """Parse the ``meta`` record (empty when absent)."""
+def encode_ids(ids: Sequence[int]) -> bytes:
+    """A ``meta`` record of run ids (``leafidx-big``, ``leafidx-spare``)."""
+    return b"".join(_RID.pack(i) for i in ids)
+
+
+def decode_ids(raw: bytes | memoryview | None) -> tuple[int, ...]:
+    """Parse a ``meta`` record of run ids (empty when absent)."""
+    if not raw:
+        return ()
+    if len(raw) % _RID.size:
+        raise ValueError(f"leaf-hash index id list has {len(raw)} bytes")
+    return tuple(i for (i,) in _RID.iter_unpack(raw))
+
+
+def decode_runs(
+    raw: bytes | memoryview | None, big: bytes | memoryview | None = None
+) -> tuple[Run, ...]:
+    """Parse the ``meta`` records ``leafidx`` and ``leafidx-big`` (empty when absent)."""
     if not raw:
         return ()
     if len(raw) % _RUN.size:
         raise ValueError(f"leaf-hash index directory has {len(raw)} bytes")
-    return tuple(Run(*t) for t in _RUN.iter_unpack(raw))
+    in_big = set(decode_ids(big))
+    return tuple(Run(i, lo, hi, i in in_big) for i, lo, hi in _RUN.iter_unpack(raw))
 
 
 def tier(size: int) -> int:
@@ -110,12 +166,14 @@ def tier(size: int) -> int:
     return t
 
 
-def plan(sizes: Sequence[int]) -> int:
+def plan(sizes: Sequence[int], limit: int = MAX_RUN) -> int:
     """How many trailing runs (the last being the new one) end up merged into one.
 
     Simulates the cascade: fold a run into a newer one of a higher tier, and merge the newest
-    runs whenever :data:`FANOUT` of them share a tier. Never builds a run over :data:`MAX_RUN`.
+    runs whenever :data:`FANOUT` of them share a tier. Stops before a merge that would build a
+    run over ``limit`` items (never over :data:`MAX_RUN`); :func:`due` finds what is left.
     """
+    limit = min(limit, MAX_RUN)
     stack = [(s, 1) for s in sizes]
     while len(stack) >= 2:
         t = tier(stack[-1][0])
@@ -129,10 +187,36 @@ def plan(sizes: Sequence[int]) -> int:
                 break
         folded = stack[-take:]
         size = sum(s for s, _ in folded)
-        if size > MAX_RUN:
+        if size > limit:
             break
         stack[-take:] = [(size, sum(c for _, c in folded))]
     return stack[-1][1]
+
+
+def due(sizes: Sequence[int]) -> tuple[int, int] | None:
+    """The oldest merge the tier policy still owes, as the slice ``[i, j)`` of the runs.
+
+    A run of a lower tier behind a newer run of a higher tier is folded into it (with every
+    lower-tier run right before it); :data:`FANOUT` or more consecutive runs of one tier are
+    merged. None when the runs are in order (what :func:`plan` leaves without a limit).
+    """
+    tiers = [tier(s) for s in sizes]
+    n = len(tiers)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and tiers[j] == tiers[i]:
+            j += 1
+        if j < n and tiers[j] > tiers[i]:
+            k = i
+            while k > 0 and tiers[k - 1] < tiers[j]:
+                k -= 1
+            if sum(sizes[k : j + 1]) <= MAX_RUN:
+                return k, j + 1
+        elif j - i >= FANOUT and sum(sizes[i:j]) <= MAX_RUN:
+            return i, j
+        i = j
+    return None
 
 
 def _to_bytes(items: array[int]) -> bytes:
@@ -170,6 +254,13 @@ def new_run_items(hashes: Sequence[bytes]) -> array[int]:
     return array("Q", sorted(items))
 
 
+def _rebased(chunk: list[int], items: Sequence[int], delta: int) -> None:
+    if delta:
+        chunk.extend(map(operator.add, items, itertools.repeat(delta)))
+    else:
+        chunk.extend(items)
+
+
 def merge(parts: Sequence[tuple[array[int], int]]) -> array[int]:
     """Merge sorted runs ``(items, delta)`` (delta = run.lo - merged.lo) into one sorted run.
 
@@ -185,15 +276,61 @@ def merge(parts: Sequence[tuple[array[int], int]]) -> array[int]:
         chunk: list[int] = []
         for k, (items, delta) in enumerate(parts):
             end = len(items) if s == slices else bisect.bisect_left(items, bound, pos[k])
-            piece = items[pos[k] : end]
+            _rebased(chunk, items[pos[k] : end], delta)
             pos[k] = end
-            if delta:
-                chunk.extend(map(operator.add, piece, itertools.repeat(delta)))
-            else:
-                chunk.extend(piece)
         chunk.sort()
         out.extend(chunk)
     return out
+
+
+Reader = Callable[[Sequence[Run], int, int], list["array[int]"]]
+"""``read(runs, low, high)``: for each run, its items ``x`` with ``low <= x < high``."""
+
+
+def merge_stream(read: Reader, inputs: Sequence[Run], slice_items: int) -> Iterator[array[int]]:
+    """The merged run of ``inputs`` (consecutive runs, oldest first), slice by slice.
+
+    The item space is cut into equal ranges of about ``slice_items`` items in all; each yield is
+    the next sorted piece of the merged run, so their concatenation is the whole run. Only one
+    slice is ever held (see the module docstring), and ``read`` is called once per slice, so
+    it can use a short read transaction each time.
+    """
+    base = inputs[0].lo
+    total = sum(r.size for r in inputs)
+    slices = max(1, -(-total // max(1, slice_items)))
+    low = 0
+    for s in range(1, slices + 1):
+        high = (s << 64) // slices
+        chunk: list[int] = []
+        for run, items in zip(inputs, read(inputs, low, high), strict=True):
+            _rebased(chunk, items, run.lo - base)
+        chunk.sort()
+        yield array("Q", chunk)
+        low = high
+
+
+def read_range(txn: lmdb.Transaction, db: Any, run: Run, low: int, high: int) -> array[int]:
+    """The items ``x`` of ``run`` with ``low <= x < high`` (``high`` may be ``2**64``)."""
+    rid = _RID.pack(run.rid)
+    start = _KEY.pack(run.rid, low)
+    values = []
+    with txn.cursor(db=db) as cur:
+        # The block holding ``low`` is the last one keyed at or below it.
+        found = cur.set_range(start)
+        if not found or cur.key() != start:
+            back = cur.prev() if found else cur.last()
+            if not (back and cur.key()[:4] == rid):
+                found = cur.set_range(start)
+            else:
+                found = back
+        while found:
+            key = cur.key()
+            if key[:4] != rid or _U64.unpack_from(key, 4)[0] >= high:
+                break
+            values.append(cur.value())
+            found = cur.next()
+    items = _from_bytes(b"".join(values))
+    return items[bisect.bisect_left(items, low) : bisect.bisect_left(items, high)]
 
 
 def blocks(rid: int, items: array[int]) -> list[tuple[bytes, bytes]]:
@@ -219,24 +356,32 @@ def read_run(txn: lmdb.Transaction, db: Any, rid: int) -> array[int]:
     return _from_bytes(b"".join(values))
 
 
-def delete_run(txn: lmdb.Transaction, db: Any, rid: int) -> None:
-    """Delete every block of run ``rid``."""
+def delete_run(txn: lmdb.Transaction, db: Any, rid: int, limit: int = -1) -> int:
+    """Delete the blocks of run ``rid``, at most ``limit`` of them (all when negative).
+
+    Returns how many were deleted: fewer than ``limit`` means none is left.
+    """
     prefix_key = _RID.pack(rid)
+    deleted = 0
     with txn.cursor(db=db) as cur:
         found = cur.set_range(prefix_key)
-        while found and cur.key()[:4] == prefix_key:
+        while found and cur.key()[:4] == prefix_key and deleted != limit:
             found = cur.delete()
+            deleted += 1
+    return deleted
 
 
 def add_run(
     txn: lmdb.Transaction,
-    db: Any,
+    dbs: tuple[Any, Any],
     runs: tuple[Run, ...],
     next_rid: int,
     lo: int,
     items: array[int],
+    take: int,
 ) -> tuple[tuple[Run, ...], int]:
-    """Add the run of ``[lo, lo + len(items))``, merging per the tier policy.
+    """Add the run of ``[lo, lo + len(items))`` to ``dbs[0]``, merged with the last
+    ``take - 1`` runs (``take`` from :func:`plan`).
 
     Returns the new directory and next run id; the caller stores both in ``meta``.
     """
@@ -245,17 +390,16 @@ def add_run(
         raise ValueError(f"leaf-hash index covers [0, {runs[-1].hi}), cannot add at {lo}")
     if not items:
         return runs, next_rid
-    take = plan([r.size for r in runs] + [len(items)])
     merged = runs[len(runs) - take + 1 :]
     base = merged[0].lo if merged else lo
     if merged:
-        parts = [(read_run(txn, db, r.rid), r.lo - base) for r in merged]
+        parts = [(read_run(txn, dbs[r.big], r.rid), r.lo - base) for r in merged]
         parts.append((items, lo - base))
         items = merge(parts)
         for r in merged:
-            delete_run(txn, db, r.rid)
+            delete_run(txn, dbs[r.big], r.rid)
     run = Run(next_rid, base, hi)
-    with txn.cursor(db=db) as cur:
+    with txn.cursor(db=dbs[0]) as cur:
         cur.putmulti(blocks(run.rid, items), append=True)
     return (*runs[: len(runs) - len(merged)], run), next_rid + 1
 
@@ -313,8 +457,10 @@ class Auditor:
     """fsck's check of the index: the runs must hold exactly the items of the leaf hashes.
 
     At construction every block is read once (in one read transaction): runs must be listed
-    contiguously from 0, each stored strictly sorted, keyed by its first item, with the right
-    number of items, and no block may belong to an unlisted run. Each run is summarised by a
+    contiguously from 0, each stored strictly sorted in its sub-database, keyed by its first
+    item, with the right number of items, and no block may belong to a run that is neither
+    listed nor spare. Blocks of spare runs (being built or awaiting deletion) are not part of
+    the index: they are counted and named in :attr:`notes`. Each run is summarised by a
     multiset fingerprint, the product of ``(r - item)`` modulo the prime ``2**127 - 1`` for a
     random ``r`` drawn now. :meth:`feed` computes the same fingerprint from the recomputed leaf
     hashes; a stored run passes when the two agree. A sorted sequence is determined by its
@@ -323,10 +469,19 @@ class Auditor:
 
     _P = (1 << 127) - 1
 
-    def __init__(self, txn: lmdb.Transaction, db: Any, runs: Sequence[Run], size: int) -> None:
+    def __init__(
+        self,
+        txn: lmdb.Transaction,
+        dbs: tuple[Any, Any],
+        runs: Sequence[Run],
+        size: int,
+        spare: Sequence[int] = (),
+    ) -> None:
         self._r = secrets.randbelow(self._P - (1 << 64)) + (1 << 64)
         self.problems: list[tuple[int, str]] = []
+        self.notes: list[str] = []
         self._runs = list(runs)
+        self._spare = set(spare)
         self._stored: dict[int, int] = {}
         self._expected: dict[int, int] = {}
         self._k = 0
@@ -336,30 +491,47 @@ class Auditor:
                 self._problem(
                     run.lo, f"run {run.rid} covers [{run.lo}, {run.hi}), expected {expect}"
                 )
+            if run.rid in self._spare:
+                self._problem(run.lo, f"run {run.rid} is listed and spare")
             expect = run.hi
             self._expected[run.rid] = 1
         if expect != size:
             self._problem(min(expect, size), f"covers [0, {expect}) of a log of {size} entries")
         self.upto = expect
-        self._scan(txn, db)
+        spare_blocks: dict[int, int] = {}
+        for big, db in enumerate(dbs):
+            if db is not None:
+                self._scan(txn, db, bool(big), spare_blocks)
+        for rid in sorted(spare_blocks):
+            self.notes.append(
+                f"leaf-hash index: run {rid} ({spare_blocks[rid]} blocks) is being built or "
+                "awaits deletion; it is not part of the index"
+            )
+        for run in self._runs:
+            if run.big and dbs[1] is None:
+                self._problem(run.lo, f"run {run.rid} is in leafbig, which does not exist")
 
     def _problem(self, index: int, text: str) -> None:
         self.problems.append((index, f"leaf-hash index: {text}"))
 
-    def _scan(self, txn: lmdb.Transaction, db: Any) -> None:
-        by_rid = {run.rid: run for run in self._runs}
+    def _scan(self, txn: lmdb.Transaction, db: Any, big: bool, spare: dict[int, int]) -> None:
+        by_rid = {run.rid: run for run in self._runs if run.big == big}
+        where = "leafbig" if big else "leafidx"
         counts: dict[int, int] = {}
         last: dict[int, int] = {}
         r, p = self._r, self._P
         with txn.cursor(db=db) as cur:
             for key, value in cur:
                 if len(key) != _KEY.size or len(value) % 8 or not value:
-                    self._problem(0, f"malformed block {bytes(key).hex()}")
+                    self._problem(0, f"malformed block {bytes(key).hex()} in {where}")
                     continue
                 rid, first = _KEY.unpack(key)
                 run = by_rid.get(rid)
                 if run is None:
-                    self._problem(0, f"block of unlisted run {rid}")
+                    if rid in self._spare:
+                        spare[rid] = spare.get(rid, 0) + 1
+                    else:
+                        self._problem(0, f"block of unlisted run {rid} in {where}")
                     continue
                 items = _from_bytes(value)
                 if items[0] != first or len(items) > ITEMS_PER_BLOCK:
@@ -375,7 +547,7 @@ class Auditor:
                 last[rid] = previous
                 self._stored[rid] = acc
                 counts[rid] = counts.get(rid, 0) + len(items)
-        for run in self._runs:
+        for run in by_rid.values():
             if counts.get(run.rid, 0) != run.size:
                 n = counts.get(run.rid, 0)
                 self._problem(run.lo, f"run [{run.lo}, {run.hi}) holds {n} items")
