@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -72,6 +73,10 @@ class StallRun:
     seconds: float
     settle_seconds: float
     windows: list[Window]
+    slow: list[tuple[float, int, float]] = field(default_factory=list)
+    """Commits over 50 ms: (seconds since the start, first index of the batch, ms)."""
+    cpu_seconds: float = 0.0
+    """Process CPU time (all threads, the merger's included)."""
 
     @property
     def rate(self) -> float:
@@ -111,8 +116,9 @@ def drive(path: Path, mode: str, entries: int, max_seconds: float) -> StallRun:
     frontier = Frontier()
     windows = [Window(WINDOW)]
     clock = time.perf_counter
-    started = clock()
+    started, cpu = clock(), time.process_time()
     ts, n, batches = 1_700_000_000_000, 0, 0
+    slow: list[tuple[float, int, float]] = []
     try:
         while n < entries and clock() - started < max_seconds:
             ts += 1
@@ -122,7 +128,10 @@ def drive(path: Path, mode: str, entries: int, max_seconds: float) -> StallRun:
             batch = WriteBatch(n, [NewEntry(leaf) for leaf in leaves], nodes, ts)
             t = clock()
             storage.append(batch)
-            windows[-1].commits_ms.append(1e3 * (clock() - t))
+            ms = 1e3 * (clock() - t)
+            windows[-1].commits_ms.append(ms)
+            if ms > 50:
+                slow.append((t - started, n, ms))
             n += k
             batches += 1
             if batches % 256 == 0:
@@ -139,7 +148,8 @@ def drive(path: Path, mode: str, entries: int, max_seconds: float) -> StallRun:
     finally:
         storage.close()
     progress(f"stall {mode}: {n:,} entries in {done - started:.1f} s, {_line(windows[-1])}")
-    return StallRun(mode, n, done - started, done - settle, windows)
+    cpu = time.process_time() - cpu
+    return StallRun(mode, n, done - started, done - settle, windows, slow, cpu)
 
 
 def _line(w: Window) -> str:
@@ -159,7 +169,7 @@ def run_mode(mode: str, entries: int, max_seconds: float) -> StallRun:
 def run(settings: Settings) -> list[Row]:
     """Rows for ``benchmarks.run``: background vs inline merges, paired per repetition."""
     entries = 300_000 if settings.quick else 2_000_000
-    reps = 1 if not settings.quick else min(settings.reps, 2)
+    reps = 1
     series = Series("stall")
     for _ in range(reps):
         for mode in ("inline", "background"):
@@ -168,8 +178,11 @@ def run(settings: Settings) -> list[Row]:
             label = f"{mode} merges (n={entries:.0e})".replace("+0", "")
             series.add(f"{mode}: max", max(commits))
             series.add(f"{mode}: p99", percentile(commits, 99))
-            series.add(f"{mode}: worst window p99", max(w.summary()["p99_ms"] for w in result.windows))
+            series.add(
+                f"{mode}: worst window p99", max(w.summary()["p99_ms"] for w in result.windows)
+            )
             series.add(f"{mode}: rate", result.rate)
+            series.add(f"{mode}: per CPU-second", result.entries / result.cpu_seconds)
             series.add(f"{mode}: anon", max(w.anon_mib for w in result.windows))
             progress(f"stall: {label}: {result.rate:,.0f} entries/s, max {max(commits):.0f} ms")
     rows = []
@@ -180,12 +193,41 @@ def run(settings: Settings) -> list[Row]:
             ("p99", "ms"),
             ("worst window p99", "ms"),
             ("rate", "entries/s"),
+            ("per CPU-second", "entries/s"),
             ("anon", "MiB"),
         ):
             note = f"batches of {BATCH}, n={entries:,}"
             baseline = f"{base}: {key}" if base else ""
             rows.append(series.row(f"{mode}: {key}", unit, baseline, note))
     return rows
+
+
+def merge_costs(
+    path: Path, sizes: Sequence[int] = (1 << 12, 1 << 14, 1 << 15, 1 << 16, 1 << 18)
+) -> None:
+    """Print how long an inline merge of 8 runs into ``n`` items takes in one write
+    transaction (read, merge, write, delete the inputs, commit): what ``inline_merge_max``
+    trades against."""
+    import random
+
+    for n in sizes:
+        storage = LMDBStorage(path / f"m{n}", inline_merge_max=leafindex.MAX_RUN)
+        rng = random.Random(n)
+        part = n // leafindex.FANOUT
+        frontier = Frontier()
+        times = []
+        for k in range(leafindex.FANOUT):
+            hashes = [rng.randbytes(32) for _ in range(part)]
+            leaves = [inline_leaf(1, h) for h in hashes]
+            nodes = frontier.extend([leaf_hash(leaf) for leaf in leaves])
+            t = time.perf_counter()
+            storage.append(WriteBatch(k * part, [NewEntry(leaf) for leaf in leaves], nodes, 1))
+            times.append(time.perf_counter() - t)
+        storage.close()
+        print(
+            f"merge of 8 runs into {n:>7,} items: last append {1e3 * times[-1]:7.1f} ms "
+            f"(the others: median {1e3 * sorted(times[:-1])[3]:.1f} ms)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,7 +239,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--modes", default="background,inline", help="background, inline, old (comma-separated)"
     )
     p.add_argument("--json", type=Path, help="write the windows here")
+    p.add_argument("--merge-costs", action="store_true", help="only time inline merges by size")
+    p.add_argument(
+        "--log-merges",
+        action="store_true",
+        help="log each background merge (with its time) and list commits over 50 ms",
+    )
     args = p.parse_args(argv)
+    if args.log_merges:
+        logging.basicConfig(format="[%(relativeCreated)8.0f ms] %(threadName)s: %(message)s")
+        logging.getLogger("translog.storage").setLevel(logging.INFO)
+    if args.merge_costs:
+        with scratch_dir("merge-costs") as path:
+            merge_costs(path)
+        return 0
     out: dict[str, Any] = {}
     for mode in args.modes.split(","):
         result = run_mode(mode, args.entries, args.max_seconds)
@@ -206,17 +261,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": result.seconds,
             "settle_seconds": result.settle_seconds,
             "rate": result.rate,
+            "cpu_seconds": result.cpu_seconds,
             "windows": [w.summary() for w in result.windows],
         }
         commits = result.all_commits()
         print(
-            f"{mode}: {result.entries:,} entries, {result.rate:,.0f} entries/s "
+            f"{mode}: {result.entries:,} entries, {result.rate:,.0f} entries/s, "
+            f"{result.entries / result.cpu_seconds:,.0f} per CPU-second "
             f"(merger settled in {result.settle_seconds:.2f} s); commit p50 "
             f"{percentile(commits, 50):.2f} p99 {percentile(commits, 99):.1f} "
             f"max {max(commits):.0f} ms"
         )
         for w in result.windows:
             print("  " + json.dumps(w.summary()))
+        if args.log_merges:
+            for at, index, ms in result.slow:
+                print(f"  slow commit at {at:.1f} s, entries from {index:,}: {ms:.0f} ms")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -81,9 +81,12 @@ BASE = 4096
 MAX_RUN = (1 << 32) - 1
 """Offsets are u32: runs never grow past this many items (they just stop merging)."""
 INLINE_MAX = 1 << 15
-"""Default largest merge done inside a batch's transaction, in items: about 25 ms of Python
-(merges of 2^15 cost 20-30 ms, see benchmarks/RESULTS.md). Tier-2 merges of 8 full tier-1
-runs (32,768 items) stay inline; everything from tier 3 up goes to the background merger."""
+"""Default largest merge done inside a batch's transaction, in items. Measured alone on the
+2-vCPU benchmark machine, a merge adds about 0.3-0.4 µs per item to its batch's commit: 8-15
+ms at 2^15 (a batch commit of 64 entries takes about 7 ms there), 70 ms at 2^18, 0.8 s at
+2^21 (``python -m benchmarks.bench_stall --merge-costs``; more on a busy machine). Tier-2
+merges of 8 full tier-1 runs (32,768 items) stay inline; everything from tier 3 up goes to
+the background merger, which costs a merge two or three extra small transactions."""
 MERGE_SLICE = 1 << 15
 """Items per slice of a background merge: one slice's sort holds the GIL for a few ms."""
 WRITE_ITEMS = 1 << 17
@@ -319,10 +322,7 @@ def read_range(txn: lmdb.Transaction, db: Any, run: Run, low: int, high: int) ->
         found = cur.set_range(start)
         if not found or cur.key() != start:
             back = cur.prev() if found else cur.last()
-            if not (back and cur.key()[:4] == rid):
-                found = cur.set_range(start)
-            else:
-                found = back
+            found = back if back and cur.key()[:4] == rid else cur.set_range(start)
         while found:
             key = cur.key()
             if key[:4] != rid or _U64.unpack_from(key, 4)[0] >= high:

@@ -788,9 +788,7 @@ class LMDBStorage:
         )
         self._step("install")
 
-    def _read_ranges(
-        self, runs: Sequence[leafindex.Run], low: int, high: int
-    ) -> list[array[int]]:
+    def _read_ranges(self, runs: Sequence[leafindex.Run], low: int, high: int) -> list[array[int]]:
         dbs = (self._leafidx, self._leafbig)
         with self._read() as txn:
             return [leafindex.read_range(txn, dbs[r.big], r, low, high) for r in runs]
