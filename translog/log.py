@@ -349,8 +349,9 @@ FULL_RETRY_SECONDS = 0.5
 """Pause before retrying promised entries after a batch failed with storage full."""
 
 
-_Row = list[tuple[int, Accepted | None]]
-"""A group planned entry by entry: (index, accepted) or (earlier index, None) for a duplicate."""
+_Row = tuple[AcceptedRun, list[tuple[int, int]]]
+"""A group planned entry by entry: its entries and, for each, (index, position in the group), or
+(earlier index, -1) for a duplicate."""
 _BULK = 16
 """Groups at least this large without idempotency keys take the bulk path of ``_integrate``."""
 
@@ -572,10 +573,18 @@ class Log:
 
     def accept(self, payloads: Sequence[bytes], *, committed: bool) -> list[Accepted]:
         """Build the leaves for ``payloads`` now (timestamp and salt are fixed here)."""
-        return list(self._accept_run(payloads, committed=committed))
+        ts, leaves, salts = self._leaves(payloads, committed=committed)
+        return list(map(Accepted, leaves, leaf_hashes(leaves), itertools.repeat(ts), salts))
 
     def _accept_run(self, payloads: Sequence[bytes], *, committed: bool) -> AcceptedRun:
         """:meth:`accept`, column by column."""
+        ts, leaves, salts = self._leaves(payloads, committed=committed)
+        return AcceptedRun(leaves, leaf_hashes(leaves), [ts] * len(leaves), salts)
+
+    def _leaves(
+        self, payloads: Sequence[bytes], *, committed: bool
+    ) -> tuple[int, list[bytes], list[bytes | None]]:
+        """The timestamp, leaves and salts of new entries for ``payloads``."""
         ts = self._timestamp()
         n = len(payloads)
         if committed:
@@ -591,7 +600,7 @@ class Log:
                 )
             leaves = [inline_leaf(ts, payload) for payload in payloads]
             salts = [None] * n
-        return AcceptedRun(leaves, leaf_hashes(leaves), [ts] * n, salts)
+        return ts, leaves, salts
 
     def accept_prepared(
         self,
@@ -792,14 +801,15 @@ class Log:
         """Writer thread: append the batch durably, then sign a checkpoint over it.
 
         A group without idempotency keys whose entries are all of one kind takes the fast
-        path: its columns are appended whole, in order (``Frontier.extend_levels``), and its
-        outcome is an :class:`AppendedRun`; no object is made per entry. Any other group goes
-        entry by entry, resolving keys against the batch and the stored index.
+        path: its columns are appended whole, in order, and its outcome is an
+        :class:`AppendedRun`; no object is made per entry. Any other group goes entry by entry,
+        resolving keys against the batch and the stored index. The tree nodes of the whole
+        batch come from one ``Frontier.extend_levels`` over its leaf hashes.
         """
         frontier = self._frontier.copy()
         start = frontier.size
         entries = EntryColumns()
-        nodes = NodeLevels(start, [])
+        hashes: list[bytes] = []
         dedupe: dict[bytes, int] = {}
         promised_done: list[int] = []
         plan: list[_Row | _Run] = []
@@ -810,15 +820,16 @@ class Log:
             if group.keys is None and len(accs) >= _BULK:
                 kind = _kind(accs.salts)
                 if kind is not None:
-                    plan.append(_Run(frontier.size, accs))
-                    nodes.add_levels(frontier.extend_levels(accs.hashes))
+                    plan.append(_Run(start + len(hashes), accs))
+                    hashes += accs.hashes
                     entries.leaves += accs.leaves
                     entries.salts += accs.salts
                     entries.payloads += group.payloads if kind else [None] * len(accs)
                     ts = max(ts, max(accs.stamps))
                     continue
-            row, ts = self._plan_group(group, frontier, entries, nodes, dedupe, ts)
+            row, ts = self._plan_group(group, start, entries, hashes, dedupe, ts)
             plan.append(row)
+        nodes = NodeLevels(start, frontier.extend_levels(hashes))
         if entries or promised_done:
             puts = self.indexer(start, entries) if self.indexer is not None and entries else ()
             batch = WriteBatch(start, entries, nodes, ts, dedupe, promised_done, puts)
@@ -835,47 +846,52 @@ class Log:
             if isinstance(planned, _Run):
                 out.append(AppendedRun(planned.first, planned.accepted, current))
                 continue
+            run, positions = planned
             appended = []
-            for index, item in planned:
-                if item is None:
+            for index, j in positions:
+                if j < 0:
                     appended.append(self._read_appended(index, current))
                 else:
-                    appended.append(
-                        Appended(
-                            index, item.leaf, item.leaf_hash, item.timestamp_ms, item.salt, current
-                        )
-                    )
+                    leaf, h, stamp, salt = run.leaves[j], run.hashes[j], run.stamps[j], run.salts[j]
+                    appended.append(Appended(index, leaf, h, stamp, salt, current))
             out.append(appended)
         return out
 
     def _plan_group(
         self,
         group: _Group,
-        frontier: Frontier,
+        start: int,
         entries: EntryColumns,
-        nodes: NodeLevels,
+        hashes: list[bytes],
         dedupe: dict[bytes, int],
         ts: int,
     ) -> tuple[_Row, int]:
-        """Entry by entry: an idempotency key seen before maps to the earlier entry."""
+        """Entry by entry: an idempotency key seen before maps to the earlier entry. New
+        entries join ``entries`` and their leaf hashes ``hashes`` (the batch so far, from
+        index ``start``). Returns the plan and ``ts`` raised to their newest timestamp."""
         keys = group.keys
-        row: _Row = []
-        for j, acc in enumerate(group.accepted):
+        accs = group.accepted
+        payloads = group.payloads
+        row: list[tuple[int, int]] = []
+        index = start + len(hashes)
+        for j, salt in enumerate(accs.salts):
             key = keys[j] if keys is not None else None
             if key is not None:
                 prior = dedupe.get(key)
                 if prior is None:
                     prior = self.storage.lookup_dedupe(key)
                 if prior is not None:
-                    row.append((prior, None))
+                    row.append((prior, -1))
                     continue
-                dedupe[key] = frontier.size
-            payload = group.payloads[j]
-            entries.append(NewEntry(acc.leaf, acc.salt, payload if acc.salt else None))
-            row.append((frontier.size, acc))
-            nodes.add(frontier.append(acc.leaf_hash))
-            ts = max(ts, acc.timestamp_ms)
-        return row, ts
+                dedupe[key] = index
+            entries.leaves.append(accs.leaves[j])
+            entries.salts.append(salt)
+            entries.payloads.append(payloads[j] if salt else None)
+            hashes.append(accs.hashes[j])
+            row.append((index, j))
+            index += 1
+            ts = max(ts, accs.stamps[j])
+        return (accs, row), ts
 
     def _read_appended(self, index: int, current: SignedCheckpoint) -> Appended:
         entry = self.storage.get_entries(index, index + 1)[0]

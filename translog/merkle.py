@@ -518,23 +518,6 @@ class NodeLevels(Sequence[tuple[int, int, bytes]]):
     def __getitem__(self, i: int | slice) -> tuple[int, int, bytes] | list[tuple[int, int, bytes]]:
         return list(self)[i]
 
-    def add(self, created: Iterable[tuple[int, int, bytes]]) -> None:
-        """Take nodes created by :meth:`Frontier.append` right after the ones held."""
-        levels = self.levels
-        for level, _index, h in created:
-            if level == len(levels):
-                levels.append([])
-            levels[level].append(h)
-
-    def add_levels(self, more: list[list[bytes]]) -> None:
-        """Take the levels :meth:`Frontier.extend_levels` returned right after the ones held."""
-        levels = self.levels
-        for level, hashes in enumerate(more):
-            if level == len(levels):
-                levels.append(hashes)
-            else:
-                levels[level] += hashes
-
 
 # -- range proofs ----------------------------------------------------------------------------
 #

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from translog.errors import NotFoundError, StorageCorruptError
+from translog.errors import MalformedError, NotFoundError, StorageCorruptError
 from translog.leaf import committed_leaf, inline_leaf
 from translog.merkle import Frontier, MemoryHashes, NodeLevels, leaf_hash, subtree_nodes
 from translog.storage.base import (
@@ -208,9 +208,11 @@ def test_leaves_are_the_entries_leaves(storage: Storage) -> None:
 
 def columnar(batch: WriteBatch, frontier: Frontier) -> WriteBatch:
     """The same batch in the sequencer's form: entry columns and nodes held by level."""
-    entries = EntryColumns()
-    for e in batch.entries:
-        entries.append(e)
+    entries = EntryColumns(
+        [e.leaf for e in batch.entries],
+        [e.salt for e in batch.entries],
+        [e.payload for e in batch.entries],
+    )
     nodes = NodeLevels(batch.start, frontier.extend_levels([leaf_hash(e.leaf) for e in entries]))
     return WriteBatch(batch.start, entries, nodes, batch.timestamp_ms)
 
@@ -268,3 +270,15 @@ def test_a_batch_lacking_nodes_of_a_level_is_refused(storage: Storage, form: str
         storage.append(WriteBatch(batch.start, batch.entries, extra, 2))
     storage.append(batch)
     assert storage.read_hashes(all_nodes(9)) == model.read_hashes(all_nodes(9))
+
+
+def test_entry_columns_are_the_sequence_of_their_entries() -> None:
+    salt = b"\x01" * 32
+    leaves = [committed_leaf(1, b"a", salt), inline_leaf(1, b"b"), inline_leaf(1, b"c")]
+    columns = EntryColumns(leaves, [salt, None, None], [b"a", None, None])
+    entries = [NewEntry(leaves[0], salt, b"a"), NewEntry(leaves[1]), NewEntry(leaves[2])]
+    assert list(columns) == entries and len(columns) == 3
+    assert columns[0] == entries[0] and columns[-1] == entries[-1]
+    assert columns[1:] == entries[1:]
+    with pytest.raises(MalformedError, match="different lengths"):
+        EntryColumns(leaves, [salt], [b"a"])

@@ -86,12 +86,6 @@ class EntryColumns(Sequence[NewEntry]):
             return list(map(NewEntry, self.leaves[i], self.salts[i], self.payloads[i]))
         return NewEntry(self.leaves[i], self.salts[i], self.payloads[i])
 
-    def append(self, entry: NewEntry) -> None:
-        """Add one entry at the end."""
-        self.leaves.append(entry.leaf)
-        self.salts.append(entry.salt)
-        self.payloads.append(entry.payload)
-
 
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
