@@ -8,7 +8,7 @@ Layout::
       keys/log.vkey     the matching verifier key (public)
       keys/ct.key       ECDSA P-256 private key, PKCS#8 PEM                (0600)
       keys/ct.pub.pem   the matching public key (public)
-      lmdb/             the LMDB environment (data.mdb, lock.mdb)
+      lmdb/             the LMDB environment (data.mdb, lock.mdb; merger.lock: see storage/lmdb.py)
 
 ``init_data_dir`` refuses to touch a directory that already holds a log. ``open_data_dir``
 refuses private key files that group or others can read.

@@ -7,6 +7,7 @@ written in several transactions, installs, deletion of the inputs, and kills in 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -204,6 +205,49 @@ def test_lookups_stay_correct_while_a_merged_run_is_half_written(store: LMDBStor
     assert len(notes) == 1 and f"run {spare[0]} " in notes[0] and "being built" in notes[0]
     pause.go.set()
     assert store.wait_for_merges(30)
+    _all_found(store)
+    assert _audit(store) == ([], [])
+
+
+SECOND_OPEN = """
+import json, sys
+from translog.fsck import fsck
+from translog.signing import NoteSigner, parse_vkey
+from translog.storage.lmdb import LMDBStorage
+from tests.storage import test_merger as t
+s = LMDBStorage(sys.argv[1], map_size=1 << 24, inline_merge_max=1000)
+report = fsck(s, parse_vkey(NoteSigner.generate(t.ORIGIN).vkey), t.ORIGIN)
+print(json.dumps([list(t._spare(s)), report.problems, report.notes, s.wait_for_merges(1)]))
+s.close()
+"""
+
+
+def test_a_second_open_leaves_a_live_merge_alone(store: LMDBStorage) -> None:
+    """``translog fsck`` (a writable open, another process) next to a running server must not
+    reclaim the run the server's merger is building."""
+    pause = Pause("chunk")
+    store._merge_hook = pause
+    frontier = Frontier()
+    for _ in range(leafindex.FANOUT):
+        _append(store, frontier, 600)
+    assert pause.reached.wait(10)
+    building = _spare(store)
+    assert building
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SECOND_OPEN), str(store.path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    spare, problems, notes, idle = json.loads(done.stdout)
+    assert tuple(spare) == building == _spare(store)  # not reclaimed
+    assert problems == [] and len(notes) == 1 and idle  # no merger of its own
+    pause.go.set()
+    assert store.wait_for_merges(30)
+    assert _spare(store) == () and _runs(store)[0].big
     _all_found(store)
     assert _audit(store) == ([], [])
 

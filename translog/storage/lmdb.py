@@ -75,6 +75,7 @@ import atexit
 import collections
 import contextlib
 import errno
+import fcntl
 import hashlib
 import itertools
 import logging
@@ -140,6 +141,23 @@ _CATCH_UP = 1 << 20
 log = logging.getLogger("translog.storage")
 _MERGE_BACKOFF_MAX = 30.0
 """Seconds between attempts of a merger that keeps failing (a full disk, say)."""
+_MERGER_LOCK = "merger.lock"
+"""Held (``flock``) by the one writable open that may merge in the background and reclaim
+spare runs: another writable open of the same store (``translog fsck`` or a maintenance
+command next to a running server) must not delete the run a live merger is building."""
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive ``flock`` on ``path`` (created 0600), or None when another open holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            log.warning("couldn't lock %s (%s): leaf-hash index merges stay inline", path, e)
+        return None
+    return fd
 
 
 class _Stopped(Exception):
@@ -323,7 +341,9 @@ class LMDBStorage:
         ``max_map_size`` of 0 means no limit; otherwise growth stops there and appends fail
         with ``StorageFullError``. Leaf-hash index merges of more than ``inline_merge_max``
         items run on the background merger instead of inside ``append``. A writable open
-        deletes the blocks of spare runs (an unfinished merge) first.
+        deletes the blocks of spare runs (an unfinished merge) first. Only one open of a
+        store merges in the background (``merger.lock`` in ``path``); any other writable open
+        leaves spare runs alone and merges inline.
         """
         self.path = Path(path)
         self._max_map_size = max_map_size
@@ -357,10 +377,20 @@ class LMDBStorage:
         self._runs, self._next_rid, self._spare = self._load_index()
         # The parsed index directory of the last snapshot seen, as one tuple (thread-safe).
         self._dir: tuple[bytes, bytes, tuple[leafindex.Run, ...]] = (b"", b"", ())
-        if not readonly:
-            while self._collect():
-                pass
-            self._upgrade_index()
+        self._merger_lock = None if readonly else _try_lock(self.path / _MERGER_LOCK)
+        if self._merger_lock is None:
+            # Another open of this store owns the merger (or this one is read-only): leave
+            # spare runs alone, and merge inline as before if this open ever appends.
+            self._inline_max = leafindex.MAX_RUN
+        try:
+            if self._merger_lock is not None:
+                while self._collect():
+                    pass
+            if not readonly:
+                self._upgrade_index()
+        except BaseException:
+            self.close()
+            raise
 
     def _open_env(self, map_size: int) -> None:
         readonly = self._readonly
@@ -654,7 +684,7 @@ class LMDBStorage:
 
     def _merge_if_due(self) -> None:
         """Wake (or start) the merger when the index owes a merge or holds spare runs."""
-        if self._readonly or self._closed or self._leafbig is None:
+        if self._merger_lock is None or self._closed or self._leafbig is None:
             return
         with self._wlock:
             if self._building is not None:
@@ -682,7 +712,7 @@ class LMDBStorage:
         Returns False when ``timeout`` seconds pass first; raises ``StorageError`` when the
         merger's attempt failed (it retries later). For benchmarks and tests.
         """
-        if self._readonly or self._closed or self._leafbig is None:
+        if self._merger_lock is None or self._closed or self._leafbig is None:
             return True
         self._kick()
         with self._cond:
@@ -1268,6 +1298,9 @@ class LMDBStorage:
         self._stop_merger()
         self._closed = True
         self._env.close()
+        if self._merger_lock is not None:
+            os.close(self._merger_lock)  # releases the flock
+            self._merger_lock = None
 
     def _stop_merger(self) -> None:
         with self._cond:
