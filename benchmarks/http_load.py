@@ -126,6 +126,17 @@ class _Tally:
         self.errors = 0
         self.error_kinds: dict[str, int] = {}
         self.lags: list[float] = []
+        self.seconds: dict[int, list[float]] = {}
+        """Open loop: per second of the schedule, [answers, worst latency]."""
+
+    def second(self, at: int, latency: float) -> None:
+        cell = self.seconds.get(at)
+        if cell is None:
+            self.seconds[at] = [1, latency]
+        else:
+            cell[0] += 1
+            if latency > cell[1]:
+                cell[1] = latency
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -231,6 +242,7 @@ async def open_loop(spec: dict[str, Any], requests: list[bytes], tally: _Tally) 
                 conn.transport.close()
             return
         tally.status(status, clock() - due)
+        tally.second(int(due - start), clock() - due)
         conn.idle_since = clock()
         idle.append(conn)
 
@@ -288,6 +300,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "lag_p99_ms": 1e3 * _percentile(tally.lags, 99) if tally.lags else None,
         "connections_opened": spec.get("connections_opened", spec.get("connections")),
         "generator_cpu_s": time.process_time() - cpu,
+        # Open loop: the worst latency of the requests due in each second of the schedule.
+        "worst_by_second_ms": [round(1e3 * tally.seconds[k][1], 1) for k in sorted(tally.seconds)],
     }
 
 

@@ -148,6 +148,10 @@ def run_load(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             r["loadavg_1m"] = os.getloadavg()[0]
             windows.append(r)
             acked += r["ok"]
+            worst = r.get("worst_by_second_ms") or [0.0]
+            slow = [(i, w) for i, w in enumerate(worst) if w > 250]
+            if slow:
+                say(f"minute {minute + 1}: seconds with a request over 250 ms: {slow[:20]}")
             say(
                 f"minute {minute + 1}: {r['rate']:.0f}/s ok {r['ok']} non-2xx {r['non_2xx']} "
                 f"errors {r['errors']} {r.get('error_kinds') or ''} "
@@ -216,12 +220,22 @@ def main() -> int:
     parser.add_argument("--out", default="soak-results.json")
     parser.add_argument("--skip-crash", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="work in DIR (created) and keep it: the data directories and the server logs",
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": f"{platform.node()}: {os.cpu_count()} vCPU, shared with other jobs",
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    with tempfile.TemporaryDirectory(prefix="translog-soak-") as tmp:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory(prefix="translog-soak-")
+    with scratch as tmp:
+        if args.keep:
+            tmp = args.keep
         if not args.skip_crash:
             say(f"crash run: {args.kills} SIGKILLs")
             report = run_crash(Path(tmp) / "crash", args.kills, seed=int(time.time()), progress=say)
