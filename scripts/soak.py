@@ -240,6 +240,8 @@ def main() -> int:
             say(f"crash run: {args.kills} SIGKILLs")
             report = run_crash(Path(tmp) / "crash", args.kills, seed=int(time.time()), progress=say)
             results["crash"] = report.as_dict()
+            if report.lost or report.late:
+                say(report.explain())  # which entry, where, why, and at which check
             results["crash"]["checks"] = {
                 f"{args.kills} kills survived": report.kills == args.kills,
                 "0 lost": report.lost == 0,
@@ -261,7 +263,9 @@ def main() -> int:
     if crash:
         say(
             f"crash: {crash['kills']} kills, {crash['acked']} acked, {crash['lost']} lost, "
-            f"{crash['duplicates']} duplicates, {crash['fsck_runs']} fsck runs"
+            f"{crash['late']} late promises ({crash['overdue']} overdue at a check), "
+            f"{crash['duplicates']} duplicates, {crash['fsck_runs']} fsck runs, "
+            f"{crash['server_broken_promises']} broken promises logged by the server"
         )
     lr = results.get("load")
     if lr:
