@@ -668,7 +668,13 @@ class CrashHarness:
                 self._fsck()
                 self.server.start()
                 result = await self.checker.catch_up(
-                    session, self.server.url, list(self.acked), self.rng, FINAL_WAIT, check="final", final=True
+                    session,
+                    self.server.url,
+                    list(self.acked),
+                    self.rng,
+                    FINAL_WAIT,
+                    check="final",
+                    final=True,
                 )
                 self._tally(result)
                 self._progress("final", len(self.acked), result)
@@ -702,7 +708,11 @@ class CrashHarness:
     def _broken_promise_lines(self) -> list[str]:
         """The server's own ``promise broken`` log lines, over all its runs."""
         text = self.server.output("stderr")
-        return [line.strip()[-400:] for line in text.splitlines() if "promise" in line and "broken" in line]
+        return [
+            line.strip()[-400:]
+            for line in text.splitlines()
+            if "promise" in line and "broken" in line
+        ]
 
     def _fsck(self) -> None:
         ok, out = fsck_ok(self.log)
