@@ -431,6 +431,8 @@ class Log:
         self._pool: collections.deque[_Group] = collections.deque()
         self._pending = 0
         self._inflight: dict[bytes, asyncio.Future[Sequence[Appended]]] = {}
+        self._requeued: dict[bytes, tuple[Accepted, asyncio.Future[Sequence[Appended]]]] = {}
+        """Idempotency digest → a promised entry re-queued after a crash, until sequenced."""
         self._wakeup: asyncio.Event | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tl-writer")
         self._tasks: list[asyncio.Task[None]] = []
@@ -557,10 +559,27 @@ class Log:
         payloads = [p.entry.payload for p in self._recovered]
         seqs = [p.seq for p in self._recovered]
         group = _Group(AcceptedRun.of(accepted), payloads, keys, fut, promise_seqs=seqs)
+        # Until their batch is durable (and the stored dedupe index names them), these entries
+        # are in flight: a retry of one of their keys must find them, not add a second leaf.
+        for key, acc in zip(keys, accepted, strict=True):
+            if key is not None:
+                self._requeued.setdefault(key, (acc, fut))
+        fut.add_done_callback(lambda _: self._requeued.clear())
         self._pool.appendleft(group)
         self._pending += len(accepted)
         log.warning("re-sequencing %d promised entries left by a crash", len(accepted))
         self._recovered = []
+
+    def requeued(self, key: bytes) -> tuple[Accepted, asyncio.Future[Sequence[Appended]]] | None:
+        """The promised entry a crash left under idempotency digest ``key``, re-queued at
+        :meth:`start` and not yet sequenced: its leaf and the future of its group.
+
+        Once its batch is durable the stored dedupe index names it instead. Until then only
+        this knows the key: a ``?wait=0`` retry of a request whose promise was recorded but
+        never reached its client must be promised *this* leaf, since the sequencer maps the
+        retry's own leaf to it and never stores that one.
+        """
+        return self._requeued.get(key)
 
     # -- submission --------------------------------------------------------------------
 

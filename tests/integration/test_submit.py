@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import random
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,8 @@ from translog.errors import StorageError, StorageFullError
 from translog.http.app import make_app
 from translog.http.keys import LOG, METRICS
 from translog.http.submit import STATE, ProofNodes, scope_key
-from translog.leaf import KIND_COMMITTED, KIND_INLINE, MAX_INLINE_PAYLOAD, decode_leaf
-from translog.log import Log
+from translog.leaf import KIND_COMMITTED, KIND_INLINE, MAX_INLINE_PAYLOAD, decode_leaf, inline_leaf
+from translog.log import Log, now_ms
 from translog.merkle import (
     MemoryHashes,
     inclusion_proofs_from_range,
@@ -38,6 +39,7 @@ from translog.merkle import (
 from translog.metrics import Metrics
 from translog.receipt import parse_receipt, verify_promise, verify_receipt
 from translog.signing import NoteSigner
+from translog.storage.base import NewEntry, PromisedEntry, WriteBatch
 from translog.storage.memory import MemoryStorage
 from translog.tokens import TokenStore
 
@@ -97,7 +99,11 @@ def make_env(
     aiohttp_client: ClientFactory, signer: NoteSigner, tree_head_signer: TreeHeadSigner
 ) -> Callable[..., Awaitable[Env]]:
     async def make(
-        *, max_pending: int = 100_000, merge_delay_ms: int = 5_000, **server: Any
+        *,
+        max_pending: int = 100_000,
+        merge_delay_ms: int = 5_000,
+        storage: MemoryStorage | None = None,
+        **server: Any,
     ) -> Env:
         store = TokenStore()
         tokens = {
@@ -116,7 +122,7 @@ def make_env(
         )
         app = make_app(
             config,
-            storage=MemoryStorage(),
+            storage=storage if storage is not None else MemoryStorage(),
             signer=signer,
             tree_head_signer=tree_head_signer,
             tokens=store,
@@ -520,6 +526,58 @@ async def test_promises_are_kept_through_a_full_disk(
     assert env.metrics.value("translog_promises_broken_total") == 0
     assert storage.promised() == []
     assert storage.find_leaf_hash(base64.b64decode(body["leaf_hash"])) is not None
+
+
+async def test_retry_of_a_promise_left_by_a_crash_is_promised_the_recovered_leaf(
+    make_env: Callable[..., Awaitable[Env]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after a promise was recorded but before its answer reached the client: the
+    client retries with the same key while the restarted log is still sequencing the
+    recovered entry. The retry must be promised the recovered leaf, which is the one the log
+    keeps, not a new leaf the sequencer then drops as a duplicate (a broken promise: its leaf
+    hash would never be in the tree). The crash harness once counted such a retry as lost.
+    """
+    storage = MemoryStorage()
+    recovered = inline_leaf(now_ms() - 1_000, b"promised before the crash")
+    key = scope_key("alice", "retried-promise")
+    storage.put_promised([PromisedEntry(0, key, NewEntry(recovered))])
+    # Hold the restarted log's first batch (the recovered entry) until the retry is answered.
+    gate = threading.Event()
+    real_append = storage.append
+
+    def held_append(batch: WriteBatch) -> None:
+        gate.wait(10)
+        real_append(batch)
+
+    monkeypatch.setattr(storage, "append", held_append)
+    env = await make_env(storage=storage, merge_delay_ms=60_000)
+    retry = asyncio.ensure_future(
+        env.post(
+            "/add?wait=0", b"promised before the crash", **{"Idempotency-Key": "retried-promise"}
+        )
+    )
+    try:
+        # Until the retry is answered, or (the bug) enqueued as a new entry behind the gate.
+        while not retry.done() and env.log.stats["submitted"] == 0:
+            await asyncio.sleep(0.01)
+        assert storage.size() == 0, "the recovered entry must still be in flight"
+    finally:
+        gate.set()
+    status, promise, _ = await retry
+    assert status == 202
+    verify_promise(promise, env.signer.vkey)
+    assert base64.b64decode(promise["leaf"]) == recovered, "promised a leaf the log then drops"
+    assert promise["duplicate"] is True
+    await wait_for_watchers(env)
+    while storage.size() == 0:
+        await asyncio.sleep(0.01)
+    assert storage.size() == 1 and storage.promised() == []
+    assert storage.find_leaf_hash(base64.b64decode(promise["leaf_hash"])) == 0
+    assert env.metrics.value("translog_promises_broken_total") == 0
+    # A durable retry of the same key gets a receipt for the same entry.
+    status, receipt, _ = await env.post("/add", b"again", **{"Idempotency-Key": "retried-promise"})
+    assert status == 200 and receipt["index"] == 0 and receipt["duplicate"] is True
+    assert env.log.requeued(key) is None
 
 
 # -- authentication and scopes ---------------------------------------------------------------

@@ -175,12 +175,13 @@ class SubmitState:
             del self.inflight[digest]
 
     def prior(self, log: Log, digest: bytes) -> _Prior | None:
-        """The entry ``digest`` already names: durable first, then in flight."""
+        """The entry ``digest`` already names: durable first, then in flight (submitted
+        here, or a promised entry re-queued after a crash and not yet sequenced)."""
         index = log.storage.lookup_dedupe(digest)
         if index is not None:
             entry = log.entries(index, index + 1)[0]
             return _Prior(entry.leaf, entry.salt, None)
-        hit = self.inflight.get(digest)
+        hit = self.inflight.get(digest) or log.requeued(digest)
         return None if hit is None else _Prior(hit[0].leaf, hit[0].salt, hit[1])
 
 
