@@ -8,6 +8,7 @@ a running event loop.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
@@ -54,12 +55,28 @@ def build_app(
     return app, token
 
 
+def reserve_port() -> socket.socket:
+    """A TCP socket bound to a free port on 127.0.0.1 and not listening: connections to the
+    port are refused (a log that is down), yet no other process can take the port, and the
+    kernel never picks it as the local port of an outgoing connection (a client retrying the
+    port can then not connect to itself). Serve it later with ``ThreadedServer(app,
+    sock=...)``, the same log coming back on the same address."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class ThreadedServer:
     """An app served on 127.0.0.1 by an AppRunner on its own event loop thread."""
 
-    def __init__(self, app: web.Application, port: int = 0) -> None:
+    def __init__(
+        self, app: web.Application, port: int = 0, *, sock: socket.socket | None = None
+    ) -> None:
+        """Serve on ``port`` (0: any free one), or on ``sock``, a bound socket (see
+        :func:`reserve_port`), which it then listens on and owns."""
         self.app = app
         self.port = port
+        self.sock = sock
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -84,7 +101,10 @@ class ThreadedServer:
     async def _start(self) -> None:
         self._runner = web.AppRunner(self.app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        if self.sock is not None:
+            await web.SockSite(self._runner, self.sock).start()
+        else:
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         self.port = self._runner.addresses[0][1]
 
     def stop(self) -> None:
