@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import http_load
 from benchmarks.common import OUT, Row, Series, Settings, machine, progress, scratch_dir
 from benchmarks.stores import build
 from translog.merkle import leaf_hash
@@ -367,15 +368,7 @@ def run_python(
         "max_connections": 1024,
         "seed": random.randrange(1 << 30),
     }
-    spec_path = tmp / "load-spec.json"
-    spec_path.write_text(json.dumps(spec))
-    cmd = [sys.executable, "-m", "benchmarks.http_load", str(spec_path)]
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=ROOT, env=_env()
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"http_load failed ({done.returncode}): {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = http_load.run_process(spec, tmp)
     return result
 
 

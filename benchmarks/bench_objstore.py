@@ -22,17 +22,16 @@ Three measurements, each against a baseline taken in the same run:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import http_load
 from benchmarks.bench_http import make_data_dir, start_translog
 from benchmarks.common import OUT, Row, Series, Settings, progress, scratch_dir
 from benchmarks.stores import build
@@ -236,17 +235,7 @@ def reads(settings: Settings, data: Any, tmp: Path, size: int, series: Series) -
                     "max_connections": 1024,
                     "seed": random.randrange(1 << 30),
                 }
-                spec_path = tmp / "spec.json"
-                spec_path.write_text(json.dumps(spec))
-                done = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.http_load", str(spec_path)],
-                    capture_output=True,
-                    text=True,
-                    timeout=seconds + 60,
-                    check=True,
-                    cwd=ROOT,
-                )
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+                result = http_load.run_process(spec, tmp)
                 if result["non_2xx"] or result["errors"] > result["requests"] // 1000:
                     raise RuntimeError(f"{name}: {result}")
                 series.add(f"reads: {name}", result["rate"])

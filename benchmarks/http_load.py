@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -303,6 +305,32 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         # Open loop: the worst latency of the requests due in each second of the schedule.
         "worst_by_second_ms": [round(1e3 * tally.seconds[k][1], 1) for k in sorted(tally.seconds)],
     }
+
+
+def run_process(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Run ``spec`` with this generator in its own process; return its result document.
+
+    The spec is written to ``workdir/load-spec.json``; the run is bounded by its duration plus
+    a minute. Raises RuntimeError, with the end of the generator's stderr, if it fails.
+    """
+    root = Path(__file__).resolve().parents[1]
+    path = workdir / "load-spec.json"
+    path.write_text(json.dumps(spec))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.http_load", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=spec["duration"] + 60,
+        check=False,
+        cwd=root,
+        env=env,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"http_load failed ({done.returncode}): {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.http_load import run_process  # noqa: E402
 from tests.reliability.harness import ServerProcess, fsck_ok, make_log, run_crash  # noqa: E402
 
 EVENT = json.dumps(
@@ -86,21 +86,6 @@ def memory(pid: int) -> dict[str, int]:
     return {**total, "RssAnon_log": main["RssAnon"], "processes": 1 + len(_children(pid))}
 
 
-def load(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    path = workdir / "spec.json"
-    path.write_text(json.dumps(spec))
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.http_load", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=spec["duration"] + 60,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
 def run_load(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     log = make_log(workdir / "data")
     server = ServerProcess(log, workdir, "soak")
@@ -118,8 +103,10 @@ def run_load(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     acked = 0
     try:
         say("warm-up (5 s), then the maximum rate")
-        acked += load({**base, "mode": "closed", "connections": 16, "duration": 5}, workdir)["ok"]
-        peak = load(
+        acked += run_process({**base, "mode": "closed", "connections": 16, "duration": 5}, workdir)[
+            "ok"
+        ]
+        peak = run_process(
             {**base, "mode": "closed", "connections": 64, "duration": args.max_seconds}, workdir
         )
         acked += peak["ok"]
@@ -143,7 +130,7 @@ def run_load(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             # one (it counts those as errors): an error is then a real failure.
             spec["max_connections"] = 8192
             spec["max_idle_seconds"] = 10  # below the server's 15 s idle timeout
-            r = load(spec, workdir)
+            r = run_process(spec, workdir)
             r.update(memory(server.proc.pid))
             r["loadavg_1m"] = os.getloadavg()[0]
             windows.append(r)
