@@ -99,6 +99,24 @@ class Pause:
             assert self.go.wait(30), "the test never released the merger"
 
 
+def _make_merge_due(s: LMDBStorage) -> Frontier:
+    """Eight tier-0 runs of 600 in a fresh store: a merge of 4,800 is due. Returns the tree's
+    frontier, for later batches."""
+    frontier = Frontier()
+    for _ in range(leafindex.FANOUT):
+        _append(s, frontier, 600)
+    return frontier
+
+
+def _paused_merge(s: LMDBStorage, stage: str) -> Pause:
+    """Make a merge due and hold the merger at ``stage``; the caller releases ``pause.go``."""
+    pause = Pause(stage)
+    s._merge_hook = pause
+    _make_merge_due(s)
+    assert pause.reached.wait(10)
+    return pause
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[LMDBStorage]:
     s = LMDBStorage(tmp_path / "db", map_size=1 << 24, inline_merge_max=1000)
@@ -164,9 +182,7 @@ def test_merge_stream_is_the_merge(sizes: list[int], slice_items: int) -> None:
 def test_a_large_merge_is_not_done_inside_append(store: LMDBStorage) -> None:
     pause = Pause("start")
     store._merge_hook = pause
-    frontier = Frontier()
-    for _ in range(leafindex.FANOUT):  # eight tier-0 runs of 600: a merge of 4,800 is due
-        _append(store, frontier, 600)
+    frontier = _make_merge_due(store)
     assert pause.reached.wait(10)
     # append returned with the merge pending: eight runs, all listed, every leaf found
     assert [r.size for r in _runs(store)] == [600] * 8
@@ -191,12 +207,7 @@ def test_a_large_merge_is_not_done_inside_append(store: LMDBStorage) -> None:
 
 
 def test_lookups_stay_correct_while_a_merged_run_is_half_written(store: LMDBStorage) -> None:
-    pause = Pause("chunk")
-    store._merge_hook = pause
-    frontier = Frontier()
-    for _ in range(leafindex.FANOUT):
-        _append(store, frontier, 600)
-    assert pause.reached.wait(10)
+    pause = _paused_merge(store, "chunk")
     spare = _spare(store)
     assert len(spare) == 1  # the run being built, with some blocks written
     _all_found(store)
@@ -225,12 +236,7 @@ s.close()
 def test_a_second_open_leaves_a_live_merge_alone(store: LMDBStorage) -> None:
     """``translog fsck`` (a writable open, another process) next to a running server must not
     reclaim the run the server's merger is building."""
-    pause = Pause("chunk")
-    store._merge_hook = pause
-    frontier = Frontier()
-    for _ in range(leafindex.FANOUT):
-        _append(store, frontier, 600)
-    assert pause.reached.wait(10)
+    pause = _paused_merge(store, "chunk")
     building = _spare(store)
     assert building
     done = subprocess.run(
@@ -275,9 +281,7 @@ def test_a_failed_merge_is_retried_and_its_blocks_reclaimed(store: LMDBStorage) 
             raise RuntimeError("injected")
 
     store._merge_hook = fail
-    frontier = Frontier()
-    for _ in range(leafindex.FANOUT):
-        _append(store, frontier, 600)
+    _make_merge_due(store)
     with pytest.raises(StorageError, match="injected"):
         store.wait_for_merges(30)
     assert failures and _spare(store)  # a half-written run is left spare
@@ -324,12 +328,7 @@ def _check_reopened(path: Path) -> None:
 
 def test_abandoned_at_close_mid_merge(tmp_path: Path) -> None:
     s = LMDBStorage(tmp_path / "db", map_size=1 << 24, inline_merge_max=1000)
-    pause = Pause("chunk")
-    s._merge_hook = pause
-    frontier = Frontier()
-    for _ in range(leafindex.FANOUT):
-        _append(s, frontier, 600)
-    assert pause.reached.wait(10)
+    pause = _paused_merge(s, "chunk")
     closing = threading.Thread(target=s.close)
     closing.start()
     pause.go.set()
@@ -384,9 +383,7 @@ def test_killed_mid_merge(tmp_path: Path, stage: str, count: int) -> None:
 
 def _merged(tmp_path: Path) -> LMDBStorage:
     s = LMDBStorage(tmp_path / "db", map_size=1 << 24, inline_merge_max=1000)
-    frontier = Frontier()
-    for _ in range(leafindex.FANOUT):
-        _append(s, frontier, 600)
+    _make_merge_due(s)
     assert s.wait_for_merges(30)
     assert _runs(s)[0].big
     return s
