@@ -257,32 +257,22 @@ def new_run_items(hashes: Sequence[bytes]) -> array[int]:
     return array("Q", sorted(items))
 
 
-def _rebased(chunk: list[int], items: Sequence[int], delta: int) -> None:
-    if delta:
-        chunk.extend(map(operator.add, items, itertools.repeat(delta)))
-    else:
-        chunk.extend(items)
-
-
 def merge(parts: Sequence[tuple[array[int], int]]) -> array[int]:
-    """Merge sorted runs ``(items, delta)`` (delta = run.lo - merged.lo) into one sorted run.
-
-    The item space is cut into slices; each slice of every part is re-based, sorted (timsort
-    merges the pre-sorted pieces) and appended, so at most one slice is held as Python ints.
+    """Merge sorted runs ``(items, delta)`` (delta = run.lo - merged.lo, so the first part's is
+    0) into one sorted run, in memory: :func:`merge_stream` over the parts, in slices of about
+    ``_SLICE`` items, so at most one slice is held as Python ints.
     """
-    total = sum(len(items) for items, _ in parts)
+
+    def read(runs: Sequence[Run], low: int, high: int) -> list[array[int]]:
+        return [
+            items[bisect.bisect_left(items, low) : bisect.bisect_left(items, high)]
+            for items, _ in parts
+        ]
+
+    runs = [Run(k, delta, delta + len(items)) for k, (items, delta) in enumerate(parts)]
     out = array("Q")
-    slices = max(1, total // _SLICE)
-    pos = [0] * len(parts)
-    for s in range(1, slices + 1):
-        bound = (s << 64) // slices
-        chunk: list[int] = []
-        for k, (items, delta) in enumerate(parts):
-            end = len(items) if s == slices else bisect.bisect_left(items, bound, pos[k])
-            _rebased(chunk, items[pos[k] : end], delta)
-            pos[k] = end
-        chunk.sort()
-        out.extend(chunk)
+    for piece in merge_stream(read, runs, _SLICE):
+        out.extend(piece)
     return out
 
 
@@ -306,7 +296,8 @@ def merge_stream(read: Reader, inputs: Sequence[Run], slice_items: int) -> Itera
         high = (s << 64) // slices
         chunk: list[int] = []
         for run, items in zip(inputs, read(inputs, low, high), strict=True):
-            _rebased(chunk, items, run.lo - base)
+            delta = run.lo - base
+            chunk.extend(map(operator.add, items, itertools.repeat(delta)) if delta else items)
         chunk.sort()
         yield array("Q", chunk)
         low = high
