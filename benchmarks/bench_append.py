@@ -34,10 +34,10 @@ from benchmarks.common import (
     progress,
     scratch_dir,
 )
-from translog.ct import TreeHeadSigner
-from translog.log import Log, LogOptions
-from translog.merkle import tree_hash
-from translog.signing import NoteSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.merkle import tree_hash
+from translog.core.signing import NoteSigner
+from translog.log.sequencer import Log, LogOptions
 from translog.storage.lmdb import LMDBStorage
 
 ORIGIN = "bench.example/log"

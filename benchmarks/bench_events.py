@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Row, Series, Settings, percentile, progress, scratch_dir
-from translog.events import index as ix
-from translog.events.schema import Query, index_terms, try_parse_event
-from translog.log import Log, LogOptions
-from translog.merkle import Frontier, leaf_hash
-from translog.signing import NoteSigner
+from translog.core.merkle import Frontier, leaf_hash
+from translog.core.signing import NoteSigner
+from translog.formats.event_schema import Query, index_terms, try_parse_event
+from translog.log import event_index as ix
+from translog.log.sequencer import Log, LogOptions
 from translog.storage.base import NewEntry, WriteBatch
 from translog.storage.lmdb import LMDBStorage
 

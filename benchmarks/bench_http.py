@@ -52,8 +52,8 @@ from typing import Any
 from benchmarks import http_load
 from benchmarks.common import OUT, Row, Series, Settings, machine, progress, scratch_dir
 from benchmarks.stores import build
-from translog.merkle import leaf_hash
-from translog.tiles import TILE_WIDTH, format_index
+from translog.core.merkle import leaf_hash
+from translog.core.tiles import TILE_WIDTH, format_index
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "bench.example/http"
@@ -119,7 +119,7 @@ def batch_body(count: int) -> bytes:
 def translog_exe() -> list[str]:
     """The ``translog`` console script beside this interpreter, else ``python -m``."""
     exe = Path(sys.executable).parent / "translog"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "translog.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "translog.cli.main"]
 
 
 def cli(*args: str) -> str:
@@ -448,7 +448,7 @@ def _request(url: str, *, data: bytes | None = None, headers: dict[str, str] | N
 
 def sanity_check(port: int, data: DataDir) -> None:
     """One real single and one batch submission; the receipts verify with the vkey."""
-    from translog.receipt import parse_receipt, verify_receipt
+    from translog.formats.receipt import parse_receipt, verify_receipt
 
     auth = {"Authorization": f"Bearer {data.token}"}
     payload = event_payload(0)

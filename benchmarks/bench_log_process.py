@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import frozen_heap, scratch_dir
-from translog.ct import TreeHeadSigner
-from translog.leaf import committed_leaves, new_salts
-from translog.log import Log, LogOptions, now_ms
-from translog.merkle import leaf_hashes
-from translog.signing import NoteSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.leaf import committed_leaves, new_salts
+from translog.core.merkle import leaf_hashes
+from translog.core.signing import NoteSigner
+from translog.log.sequencer import Log, LogOptions, now_ms
 from translog.storage.lmdb import LMDBStorage
 
 MESSAGE = 1000

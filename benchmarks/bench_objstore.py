@@ -35,14 +35,14 @@ from benchmarks import http_load
 from benchmarks.bench_http import make_data_dir, start_translog
 from benchmarks.common import OUT, Row, Series, Settings, progress, scratch_dir
 from benchmarks.stores import build
-from translog.checkpoint import Checkpoint, sign_checkpoint
-from translog.datadir import open_data_dir
-from translog.fsck import fsck
-from translog.log import Log, LogOptions, SignedCheckpoint
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.vkey import parse_vkey
+from translog.log.datadir import open_data_dir
+from translog.log.fsck import fsck
+from translog.log.sequencer import Log, LogOptions, SignedCheckpoint
 from translog.publish.publisher import Publisher, PublisherOptions
 from translog.publish.rebuild import sync_from_store
 from translog.publish.store import DirectoryStore, ObjectStore, S3Settings, S3Store
-from translog.signing import parse_vkey
 from translog.storage.base import StoredCheckpoint
 from translog.storage.lmdb import LMDBStorage
 
@@ -77,7 +77,7 @@ def new_bucket(settings: S3Settings, prefix: str) -> S3Store:
 async def _ingest(
     tmp: Path, seconds: float, public: ObjectStore | None, private: ObjectStore | None
 ) -> dict[str, float]:
-    from translog.signing import NoteSigner
+    from translog.core.signing import NoteSigner
 
     signer = NoteSigner.generate("bench.example/objstore")
     storage = LMDBStorage(tmp / f"lmdb-{random.randrange(1 << 30):x}", map_size=1 << 30)
@@ -247,7 +247,7 @@ def reads(settings: Settings, data: Any, tmp: Path, size: int, series: Series) -
 
 
 def _index(n: int) -> str:
-    from translog.tiles import format_index
+    from translog.core.tiles import format_index
 
     return format_index(n)
 

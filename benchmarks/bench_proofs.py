@@ -13,7 +13,7 @@ then, interleaved in every repetition:
   at the latest size only (random indexes, one tree size), the common case of clients
   proving against the newest checkpoint.
 * **proof-math floor**: the same proofs against a reader that returns constant hashes, i.e.
-  the cost of ``translog.merkle`` alone, with no storage.
+  the cost of ``translog.core.merkle`` alone, with no storage.
 * **pymerkle 7** ``SqliteTree`` (at 10^5 and 10^6): bulk ``append_entries``, first root and
   first proof after a reopen with the file evicted, then warm proofs/s (1-based indexes).
 """
@@ -41,7 +41,7 @@ from benchmarks.common import (
     scratch_dir,
 )
 from benchmarks.stores import PAYLOAD, Built, build
-from translog.merkle import prove_consistency, prove_inclusion, tree_hash
+from translog.core.merkle import prove_consistency, prove_inclusion, tree_hash
 from translog.storage.lmdb import LMDBStorage
 
 Query = tuple[int, int]

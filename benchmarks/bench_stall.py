@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Row, Series, Settings, percentile, progress, scratch_dir
-from translog.leaf import inline_leaf
-from translog.merkle import Frontier, leaf_hash
+from translog.core.leaf import inline_leaf
+from translog.core.merkle import Frontier, leaf_hash
 from translog.storage import leafindex
 from translog.storage.base import NewEntry, WriteBatch
 from translog.storage.lmdb import LMDBStorage

@@ -2,7 +2,7 @@
 
 This bypasses the ``Log`` (no pool, no event loop, no signing) but writes exactly what the
 sequencer writes: committed leaves (timestamp, salt, 200-byte random payload), their leaf
-hashes and every tree node a :class:`~translog.merkle.Frontier` creates, one durable
+hashes and every tree node a :class:`~translog.core.merkle.Frontier` creates, one durable
 transaction per batch.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import progress
-from translog.leaf import committed_leaf, new_salts
-from translog.merkle import Frontier, leaf_hash
+from translog.core.leaf import committed_leaf, new_salts
+from translog.core.merkle import Frontier, leaf_hash
 from translog.storage.base import NewEntry, WriteBatch
 from translog.storage.lmdb import LMDBStorage
 

@@ -155,11 +155,11 @@ async def content_rule(tmp: Path) -> tuple[list[Alert], str]:
     from tests.integration.logservers import ThreadedServer
     from tests.monitor.helpers import ListSink
     from tests.monitor.test_translog_log import RULES, _app, _event, _submit
+    from translog.core.signing import NoteSigner
     from translog.monitor.alerts import Reporter
     from translog.monitor.config import LogConfig
     from translog.monitor.follower import Follower
     from translog.monitor.store import Store
-    from translog.signing import NoteSigner
 
     signer = NoteSigner.generate("demo.example/log")
     app, token = _app(signer)

@@ -6,11 +6,11 @@ import asyncio
 import os
 import tempfile
 
-from translog.events import retention as rt
-from translog.events.builder import build_event, encode_event
-from translog.events.index import EventIndexer
-from translog.log import Log
-from translog.signing import NoteSigner
+from translog.core.signing import NoteSigner
+from translog.formats.event_builder import build_event, encode_event
+from translog.log import retention as rt
+from translog.log.event_index import EventIndexer
+from translog.log.sequencer import Log
 from translog.storage.lmdb import LMDBStorage
 
 

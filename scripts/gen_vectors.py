@@ -2,7 +2,7 @@
 """Regenerate tests/vectors/*.json: translog's own formats, deterministically.
 
 Everything here is derived from fixed inputs and the published transparency-dev test key
-``Log`` (also used by ../shared/testdata/derived), and Ed25519 is deterministic, so every run
+``Log`` (also used by tests/testdata/derived), and Ed25519 is deterministic, so every run
 writes the same bytes. ``tests/unit/test_vectors.py`` fails when the checked-in files differ
 from what this script produces, and verifies each vector with the library.
 
@@ -18,18 +18,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from translog.checkpoint import Checkpoint, sign_checkpoint
-from translog.leaf import committed_leaf, inline_leaf
-from translog.merkle import MemoryHashes, leaf_hash, prove_inclusion
-from translog.proof import TlogProof, format_proof
-from translog.receipt import (
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.leaf import committed_leaf, inline_leaf
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion
+from translog.core.signing import NoteSigner
+from translog.formats.proof import TlogProof, format_proof
+from translog.formats.receipt import (
     ReceiptEntry,
     build_receipt,
     format_promise,
     format_receipt,
     sign_promise,
 )
-from translog.signing import NoteSigner
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 SKEY = "PRIVATE+KEY+Log+2271c621+AdEIq9FLRQni54Wg68T96VJO+iayOaulswav2DUMKgvQ"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from translog.ct import TreeHeadSigner
-from translog.log import Log, LogOptions
-from translog.signing import NoteSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.signing import NoteSigner
+from translog.log.sequencer import Log, LogOptions
 from translog.storage.lmdb import LMDBStorage
 from translog.storage.memory import MemoryStorage
 

@@ -1,8 +1,11 @@
-"""Tiny loader for the shared, read-only test vectors (``/work/shared/testdata``).
+"""Tiny loader for the published test vectors the tests read (``tests/testdata``).
 
-The vectors live in a ``shared/testdata`` folder next to the repository root; set
-``TRANSLOG_SHARED_TESTDATA`` to point elsewhere. A missing folder makes the tests FAIL with a
-clear message instead of silently skipping them.
+The vectors are vendored into the repository (``tests/testdata``, a copy of the upstream
+``shared/testdata`` with a README per folder saying where each file came from), so a fresh
+clone runs the suite with nothing beside it. Set ``TRANSLOG_SHARED_TESTDATA`` to read another
+copy. ``tests/unit/test_testdata.py`` compares the vendored copy with ``../shared/testdata``
+when that folder is present. A missing folder makes the tests FAIL with a clear message
+instead of silently skipping them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 _ENV = "TRANSLOG_SHARED_TESTDATA"
-_DEFAULT = Path(__file__).resolve().parent.parent.parent / "shared" / "testdata"
+_DEFAULT = Path(__file__).resolve().parent / "testdata"
+#: The upstream copy, beside the repository (optional; compared with the vendored one).
+UPSTREAM = Path(__file__).resolve().parent.parent.parent / "shared" / "testdata"
 SHARED = Path(os.environ[_ENV]) if os.environ.get(_ENV) else _DEFAULT
 
 
@@ -22,8 +27,8 @@ def shared_dir() -> Path:
     """Return the test-data folder, raising a clear error if it is missing."""
     if not SHARED.is_dir():
         raise FileNotFoundError(
-            f"shared test data not found at {SHARED}; "
-            f"check out the shared folder next to the repo or set {_ENV}"
+            f"test data not found at {SHARED}: the vendored copy tests/testdata is missing "
+            f"(restore it from git) or {_ENV} points to the wrong folder"
         )
     return SHARED
 

@@ -2,12 +2,16 @@
 
 The package root exports only the offline, verification-side surface; it imports neither
 aiohttp nor lmdb. Servers, storage and the sequencer are imported by full module path
-(``translog.log``, ``translog.storage.lmdb``, ``translog.http.app``).
+(``translog.log.sequencer``, ``translog.storage.lmdb``, ``translog.http.app``).
 """
 
-from translog.checkpoint import Checkpoint as Checkpoint
-from translog.checkpoint import open_checkpoint as open_checkpoint
-from translog.checkpoint import parse_checkpoint as parse_checkpoint
+from translog.core.checkpoint import Checkpoint as Checkpoint
+from translog.core.checkpoint import open_checkpoint as open_checkpoint
+from translog.core.checkpoint import parse_checkpoint as parse_checkpoint
+from translog.core.merkle import leaf_hash as leaf_hash
+from translog.core.merkle import verify_consistency as verify_consistency
+from translog.core.merkle import verify_inclusion as verify_inclusion
+from translog.core.vkey import parse_vkey as parse_vkey
 from translog.errors import ConfigError as ConfigError
 from translog.errors import InconsistencyError as InconsistencyError
 from translog.errors import InvalidProofError as InvalidProofError
@@ -17,10 +21,6 @@ from translog.errors import NotFoundError as NotFoundError
 from translog.errors import TranslogError as TranslogError
 from translog.errors import UnknownKeyError as UnknownKeyError
 from translog.errors import VerificationError as VerificationError
-from translog.merkle import leaf_hash as leaf_hash
-from translog.merkle import verify_consistency as verify_consistency
-from translog.merkle import verify_inclusion as verify_inclusion
-from translog.signing import parse_vkey as parse_vkey
 
 __version__ = "0.1.0"
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from translog.cli import main
+from translog.cli.main import main
 
 sys.exit(main())

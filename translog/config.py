@@ -245,7 +245,7 @@ class Config:
         self._validate_events()
 
     def _validate_events(self) -> None:
-        from translog.events.presets import parse_retention
+        from translog.formats.event_presets import parse_retention
 
         ev = self.events
         parse_retention(ev.retention, "events.retention")

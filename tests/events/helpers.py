@@ -12,18 +12,19 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from translog.checkpoint import open_checkpoint
 from translog.config import Config, EventsSection, LogSection, PublisherSection
-from translog.events.builder import build_event, encode_event
+from translog.core.checkpoint import open_checkpoint
+from translog.core.leaf import decode_leaf
+from translog.core.merkle import leaf_hash, verify_inclusion
+from translog.core.signing import NoteSigner
+from translog.core.vkey import parse_vkey
+from translog.formats.event_builder import build_event, encode_event
 from translog.http.app import make_app
 from translog.http.keys import LOG, TOKENS
-from translog.leaf import decode_leaf
-from translog.log import Log
-from translog.merkle import leaf_hash, verify_inclusion
-from translog.signing import NoteSigner, parse_vkey
+from translog.log.sequencer import Log
+from translog.log.tokens import TokenStore
 from translog.storage.base import Storage
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
 
 ORIGIN = "events.example/log"
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]

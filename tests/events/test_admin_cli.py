@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.events.helpers import ClientFactory
-from translog.cli import main
+from translog.cli.main import main
 from translog.config import Config, EventsSection, LogSection
-from translog.datadir import init_data_dir, open_data_dir
-from translog.events.audit import SPOOL_NAME
-from translog.events.schema import parse_event
+from translog.formats.event_schema import parse_event
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.http.search import flush
-from translog.tokens import TokenStore
+from translog.log.datadir import init_data_dir, open_data_dir
+from translog.log.self_audit import SPOOL_NAME
+from translog.log.tokens import TokenStore
 
 
 def _events_log(tmp_path: Path) -> Path:
@@ -85,7 +85,7 @@ def test_logs_without_events_spool_nothing(tmp_path: Path) -> None:
 
 
 def test_a_claimed_spool_from_a_crash_is_taken_again(tmp_path: Path) -> None:
-    from translog.events.audit import take_spool
+    from translog.log.self_audit import take_spool
 
     data = tmp_path
     (data / (SPOOL_NAME + ".claimed")).write_bytes(b'{"a": 1}\n{"torn')

@@ -16,11 +16,11 @@ from tests.events.helpers import (
     submit_events,
     verify_result,
 )
-from translog.events import index as evindex
-from translog.events.builder import build_event
-from translog.events.schema import parse_event
-from translog.fsck import fsck
-from translog.signing import parse_vkey
+from translog.core.vkey import parse_vkey
+from translog.formats.event_builder import build_event
+from translog.formats.event_schema import parse_event
+from translog.log import event_index as evindex
+from translog.log.fsck import fsck
 from translog.storage.lmdb import LMDBStorage
 
 

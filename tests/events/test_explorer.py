@@ -19,11 +19,11 @@ from playwright.sync_api import Page, Route, sync_playwright
 
 from tests.events.helpers import events_config, make_events
 from tests.integration.logservers import ThreadedServer
-from translog.events.builder import encode_event
+from translog.core.signing import NoteSigner
+from translog.formats.event_builder import encode_event
 from translog.http.app import make_app
-from translog.signing import NoteSigner
+from translog.log.tokens import TokenStore
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
 
 pytestmark = pytest.mark.browser
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from translog.merkle import leaf_hash
+from translog.core.merkle import leaf_hash
 from translog.storage.base import NewEntry, Storage, WriteBatch
 
 

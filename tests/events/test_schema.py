@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 
 from translog.errors import MalformedError
-from translog.events.builder import build_event, encode_event
-from translog.events.schema import (
+from translog.formats.event_builder import build_event, encode_event
+from translog.formats.event_schema import (
     SCHEMA,
     EventError,
     Query,
@@ -41,7 +41,7 @@ VALID: dict[str, Any] = {
 
 
 def _schema_validator() -> jsonschema.protocols.Validator:
-    text = resources.files("translog.events").joinpath("event-v1.schema.json").read_text()
+    text = resources.files("translog.formats").joinpath("event-v1.schema.json").read_text()
     schema = json.loads(text)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)

@@ -11,13 +11,13 @@ import pytest
 from tests.events.helpers import events_config
 from tests.integration.logservers import ThreadedServer
 from translog.client import SyncLogClient
-from translog.events.builder import build_event
-from translog.events.schema import EventError, parse_event
-from translog.handler import TranslogHandler
+from translog.client.handler import TranslogHandler
+from translog.core.signing import NoteSigner
+from translog.formats.event_builder import build_event
+from translog.formats.event_schema import EventError, parse_event
 from translog.http.app import make_app
-from translog.signing import NoteSigner
+from translog.log.tokens import TokenStore
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
 
 
 def _server() -> tuple[ThreadedServer, NoteSigner, str]:

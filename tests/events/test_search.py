@@ -17,10 +17,10 @@ from tests.events.helpers import (
     submit_events,
     verify_result,
 )
-from translog.events import index as evindex
-from translog.events.builder import encode_event
-from translog.events.schema import Query
+from translog.formats.event_builder import encode_event
+from translog.formats.event_schema import Query
 from translog.http.search import flush
+from translog.log import event_index as evindex
 from translog.storage.lmdb import LMDBStorage
 
 

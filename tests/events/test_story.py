@@ -11,13 +11,13 @@ import pytest
 
 from tests.events.helpers import events_config, make_events
 from tests.integration.logservers import ThreadedServer
-from translog.bundle import parse_bundle
-from translog.cli import main
+from translog.cli.main import main
 from translog.client import SyncLogClient
+from translog.core.signing import NoteSigner
+from translog.formats.bundle import parse_bundle
 from translog.http.app import make_app
-from translog.signing import NoteSigner
+from translog.log.tokens import TokenStore
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from translog.config import Config, LogSection, PublisherSection, ServerSection
-from translog.ct import TreeHeadSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.signing import NoteSigner
 from translog.http.app import make_app
 from translog.http.keys import LOG
-from translog.log import Log
-from translog.signing import NoteSigner
+from translog.log.sequencer import Log
+from translog.log.tokens import TokenStore
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
 
 T = TypeVar("T")
 

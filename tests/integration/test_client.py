@@ -24,8 +24,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.integration.logservers import ThreadedServer, build_app
-from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from translog.client import LogClient, SyncLogClient, VerifiedCheckpoint
+from translog.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from translog.core.leaf import decode_leaf
+from translog.core.merkle import leaf_hash, prove_consistency, verify_consistency
+from translog.core.policy import parse_policy
+from translog.core.signing import CosignatureSigner, NoteSigner
+from translog.core.tiles import TileRef
+from translog.core.vkey import parse_vkey
 from translog.errors import (
     AuthError,
     InconsistencyError,
@@ -34,15 +40,10 @@ from translog.errors import (
     NotFoundError,
     VerificationError,
 )
+from translog.formats.proof import format_proof, parse_proof, verify_proof
+from translog.formats.receipt import verify_receipt
 from translog.http.keys import LOG
-from translog.leaf import decode_leaf
-from translog.log import Log
-from translog.merkle import leaf_hash, prove_consistency, verify_consistency
-from translog.policy import parse_policy
-from translog.proof import format_proof, parse_proof, verify_proof
-from translog.receipt import verify_receipt
-from translog.signing import CosignatureSigner, NoteSigner, parse_vkey
-from translog.tiles import TileRef
+from translog.log.sequencer import Log
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

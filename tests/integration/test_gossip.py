@@ -10,20 +10,21 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_consistency, tree_hash
+from translog.core.signing import NoteSigner, NoteVerifier
+from translog.core.vkey import parse_vkey
 from translog.errors import VerificationError
-from translog.gossip.core import Gossip
-from translog.gossip.misbehaviour import (
+from translog.formats.misbehaviour import (
     KIND_FORK,
     KIND_SAME_SIZE,
     KIND_UNPROVEN,
     parse_misbehaviour,
     verify_misbehaviour,
 )
+from translog.gossip.core import Gossip
 from translog.http import gossip as routes
 from translog.http.errors import error_middleware
-from translog.merkle import MemoryHashes, leaf_hash, prove_consistency, tree_hash
-from translog.signing import NoteSigner, NoteVerifier, parse_vkey
 
 ORIGIN = "test.example/gossiped"
 

@@ -28,8 +28,8 @@ import pytest
 from aiohttp import web
 
 from tests.integration.logservers import ThreadedServer, build_app, reserve_port
-from translog.handler import TranslogHandler
-from translog.signing import NoteSigner
+from translog.client.handler import TranslogHandler
+from translog.core.signing import NoteSigner
 
 Handler = Callable[[web.Request], Any]
 
@@ -321,7 +321,7 @@ def test_events_are_flushed_to_the_spool_at_exit(
     spool = tmp_path / "spool"
     script = f"""
 import logging
-from translog.handler import TranslogHandler
+from translog.client.handler import TranslogHandler
 handler = TranslogHandler(
     {url_of(down)!r}, {signer.vkey!r}, "tl_x", spool_dir={str(spool)!r},
     flush_interval=30.0,

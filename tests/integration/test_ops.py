@@ -15,9 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-import translog.log
+import translog.log.sequencer
 from tests.integration.test_read import ClientFactory, Env, checkpoint, grow, start, unb64
-from translog.ct import verify_tree_head
+from translog.core.ct import verify_tree_head
+from translog.core.vkey import parse_vkey
 from translog.errors import PushbackError, SequencerFatalError
 from translog.http.keys import METRICS
 from translog.http.ops import (
@@ -28,7 +29,6 @@ from translog.http.ops import (
     render_log_metrics,
 )
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
-from translog.signing import parse_vkey
 from translog.storage.memory import MemoryStorage
 
 # ----------------------------------------------------------------------------------- index
@@ -158,7 +158,7 @@ async def test_metrics_checkpoint_age(
     env = await start(aiohttp_client)
     published = env.log.published
     assert published is not None
-    monkeypatch.setattr(translog.log, "now_ms", lambda: published.timestamp_ms + 12_345)
+    monkeypatch.setattr(translog.log.sequencer, "now_ms", lambda: published.timestamp_ms + 12_345)
     _, samples = await metrics(env)
     assert samples["translog_checkpoint_age_seconds"] == 12.345
 
@@ -223,9 +223,9 @@ async def test_healthz_ok_then_stale(
     assert 0 <= body["checkpoint_age_ms"] < 60_000 and "reasons" not in body
     published = env.log.published
     assert published is not None
-    monkeypatch.setattr(translog.log, "now_ms", lambda: published.timestamp_ms + 180_000)
+    monkeypatch.setattr(translog.log.sequencer, "now_ms", lambda: published.timestamp_ms + 180_000)
     assert (await env.get("/healthz")).status == 200  # exactly three intervals: still fine
-    monkeypatch.setattr(translog.log, "now_ms", lambda: published.timestamp_ms + 180_001)
+    monkeypatch.setattr(translog.log.sequencer, "now_ms", lambda: published.timestamp_ms + 180_001)
     body = await env.get_json("/healthz", status=503)
     assert body["status"] == "unhealthy"
     assert body["checkpoint_age_ms"] == 180_001
@@ -401,7 +401,7 @@ async def test_checkpoint_still_served_with_stale_health(
     env = await start(aiohttp_client)
     published = env.log.published
     assert published is not None
-    monkeypatch.setattr(translog.log, "now_ms", lambda: published.timestamp_ms + 10**9)
+    monkeypatch.setattr(translog.log.sequencer, "now_ms", lambda: published.timestamp_ms + 10**9)
     await env.get_json("/healthz", status=503)
     assert (await checkpoint(env)).size == 0
 

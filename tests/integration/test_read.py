@@ -23,15 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.vectors import load_json
-from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.config import Config, LogSection, PublisherSection, ServerSection
-from translog.ct import TreeHeadSigner, verify_tree_head
-from translog.http.app import make_app
-from translog.http.keys import LOG, TOKENS
-from translog.http.read import MAX_GET_ENTRIES, accepts_gzip
-from translog.leaf import decode_leaf, verify_payload
-from translog.log import Appended, Log
-from translog.merkle import (
+from translog.core.checkpoint import Checkpoint, open_checkpoint
+from translog.core.ct import TreeHeadSigner, verify_tree_head
+from translog.core.leaf import decode_leaf, verify_payload
+from translog.core.merkle import (
     MemoryHashes,
     leaf_hash,
     prove_consistency,
@@ -40,12 +36,17 @@ from translog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from translog.signing import NoteSigner, parse_vkey
+from translog.core.signing import NoteSigner
+from translog.core.tiles import TileHashReader, TileRef, decode_bundle, read_tile, tiles_for_size
+from translog.core.vkey import parse_vkey
+from translog.http.app import make_app
+from translog.http.keys import LOG, TOKENS
+from translog.http.read import MAX_GET_ENTRIES, accepts_gzip
+from translog.log.sequencer import Appended, Log
+from translog.log.tokens import TokenStore
 from translog.storage.base import Storage
 from translog.storage.lmdb import LMDBStorage
 from translog.storage.memory import MemoryStorage
-from translog.tiles import TileHashReader, TileRef, decode_bundle, read_tile, tiles_for_size
-from translog.tokens import TokenStore
 
 ORIGIN = "read.example/log"
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]

@@ -1,6 +1,6 @@
 """In-process tests of the write API: POST /add and /add-batch, receipts, promises, every error.
 
-Every receipt is checked offline with ``translog.receipt.verify_receipt`` and the log's vkey,
+Every receipt is checked offline with ``translog.formats.receipt.verify_receipt`` and the log's vkey,
 and against the stored tree. Errors are checked for their status, JSON body and a reason that
 names what failed.
 """
@@ -21,14 +21,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from translog.config import Config, LogSection, PublisherSection, SequencerSection, ServerSection
-from translog.ct import TreeHeadSigner
-from translog.errors import StorageError, StorageFullError
-from translog.http.app import make_app
-from translog.http.keys import LOG, METRICS
-from translog.http.submit import STATE, ProofNodes, scope_key
-from translog.leaf import KIND_COMMITTED, KIND_INLINE, MAX_INLINE_PAYLOAD, decode_leaf, inline_leaf
-from translog.log import Log, now_ms
-from translog.merkle import (
+from translog.core.ct import TreeHeadSigner
+from translog.core.leaf import (
+    KIND_COMMITTED,
+    KIND_INLINE,
+    MAX_INLINE_PAYLOAD,
+    decode_leaf,
+    inline_leaf,
+)
+from translog.core.merkle import (
     MemoryHashes,
     inclusion_proofs_from_range,
     leaf_hash,
@@ -36,12 +37,17 @@ from translog.merkle import (
     tree_hash,
     verify_inclusion,
 )
+from translog.core.signing import NoteSigner
+from translog.errors import StorageError, StorageFullError
+from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt
+from translog.http.app import make_app
+from translog.http.keys import LOG, METRICS
+from translog.http.submit import STATE, ProofNodes, scope_key
+from translog.log.sequencer import Log, now_ms
+from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
-from translog.receipt import parse_receipt, verify_promise, verify_receipt
-from translog.signing import NoteSigner
 from translog.storage.base import NewEntry, PromisedEntry, WriteBatch
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
 
 ORIGIN = "submit.example/log"
 NDJSON = {"Content-Type": "application/x-ndjson"}

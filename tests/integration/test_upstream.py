@@ -1,4 +1,4 @@
-"""The worker's HTTP/1.1 client for reads proxied to the log process (translog.http.worker)."""
+"""The worker's HTTP/1.1 client for reads proxied to the log process (translog.http.multiprocess.worker)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from translog.http.worker import Upstream
+from translog.http.multiprocess.worker import Upstream
 
 
 async def _chunked(request: web.Request) -> web.StreamResponse:

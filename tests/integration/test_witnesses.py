@@ -15,19 +15,20 @@ from aiohttp.test_utils import TestServer
 
 from translog.client import LogClient
 from translog.config import Config, LogSection, PublisherSection, WitnessesSection
+from translog.core.note import parse_note
+from translog.core.policy import WitnessPolicy, parse_policy
+from translog.core.signing import CosignatureSigner, NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import VerificationError
+from translog.formats.receipt import parse_receipt
 from translog.gossip.core import Gossip
 from translog.http import gossip as routes
 from translog.http.app import COSIGNER, make_app
 from translog.http.errors import error_middleware
 from translog.http.keys import LOG
 from translog.http.witness import WITNESS, WitnessView, make_witness_app
-from translog.note import parse_note
-from translog.policy import WitnessPolicy, parse_policy
-from translog.receipt import parse_receipt
-from translog.signing import CosignatureSigner, NoteSigner, parse_vkey
+from translog.log.tokens import TokenStore
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
 from translog.witness.core import Witness
 from translog.witness.protocol import format_add_checkpoint
 from translog.witness.state import LMDBWitnessState
@@ -189,8 +190,8 @@ async def test_client_rejects_a_checkpoint_short_of_the_policy(env: Env) -> None
     # Offline: the published receipt meets the log's own policy, not the stricter one.
     async with LogClient(env.url, env.signer.vkey, token=env.token) as client:
         receipt = await client.submit(b"offline", wait="published")
-    from translog.receipt import format_receipt
-    from translog.verify import verify_file
+    from translog.formats.receipt import format_receipt
+    from translog.formats.verify import verify_file
 
     data = json.dumps(format_receipt(receipt)).encode()
     verify_file(data, env.signer.vkey, policy=env.policy)
@@ -233,7 +234,7 @@ async def test_wire_statuses_and_409_content_type(env: Env) -> None:
             assert body.decode().endswith("\n") and int(body) >= 0
         assert (await post(b"garbage"))[0] == 400
         other = NoteSigner.generate("test.example/unknown")
-        from translog.checkpoint import Checkpoint, sign_checkpoint
+        from translog.core.checkpoint import Checkpoint, sign_checkpoint
 
         unknown = sign_checkpoint(Checkpoint(other.name, 0, bytes(32)), other)
         assert (await post(format_add_checkpoint(0, (), unknown)))[0] == 404

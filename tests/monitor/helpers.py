@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.monitor.fakelog import Key, MaliciousServer, TileLog
+from translog.formats.rules import Rule
+from translog.formats.verify import verify_file
 from translog.monitor.alerts import Alert, Reporter
 from translog.monitor.config import LogConfig
 from translog.monitor.follower import Follower
-from translog.monitor.rules import Rule
 from translog.monitor.store import Store
-from translog.verify import verify_file
 
 ORIGIN = "fake.example/log"
 

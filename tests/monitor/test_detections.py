@@ -10,7 +10,7 @@ import pytest
 from tests.monitor.fakelog import TileLog, inline_leaf, promise_json
 from tests.monitor.helpers import Rig, check_offline, make_log
 from translog.errors import VerificationError
-from translog.verify import verify_file
+from translog.formats.verify import verify_file
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ async def test_tampered_evidence_fails_offline(rig: Rig) -> None:
 
 
 async def test_witness_policy_not_met(tmp_path: Path) -> None:
-    from translog.signing import CosignatureSigner
+    from translog.core.signing import CosignatureSigner
 
     log = make_log(20)
     witness = CosignatureSigner.generate("w1.example")

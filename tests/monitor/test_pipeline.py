@@ -9,10 +9,10 @@ from tests.integration.logservers import ThreadedServer
 from tests.monitor.fakelog import MaliciousServer
 from tests.monitor.helpers import make_log
 from translog.client.transport import Transport
+from translog.core.tiles import TileRef
 from translog.errors import NotFoundError
 from translog.monitor.follower import _in_order
 from translog.monitor.pipeline import Pipeline, PipelineError
-from translog.tiles import TileRef
 
 
 @pytest.fixture

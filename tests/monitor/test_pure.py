@@ -8,7 +8,7 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from translog.merkle import (
+from translog.core.merkle import (
     MemoryHashes,
     consistency_roots,
     leaf_hash,
@@ -17,9 +17,9 @@ from translog.merkle import (
     root_from_node_proof,
     tree_hash,
 )
+from translog.core.tiles import encode_bundle, read_tile, tiles_for_size
+from translog.formats.rules import Hit, RuleEngine, check_firing, rule_from_config
 from translog.monitor.recompute import TreeBuilder, bundle_leaf_hashes, split_edge
-from translog.monitor.rules import Hit, RuleEngine, check_firing, rule_from_config
-from translog.tiles import encode_bundle, read_tile, tiles_for_size
 
 
 @given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=6))

@@ -16,19 +16,19 @@ from tests.integration.logservers import ThreadedServer
 from tests.monitor.helpers import ListSink, check_offline
 from translog.client import LogClient
 from translog.config import Config, LogSection, PublisherSection
-from translog.ct import TreeHeadSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.signing import NoteSigner
 from translog.errors import NotFoundError
+from translog.formats.receipt import format_promise
+from translog.formats.rules import rule_from_config
+from translog.formats.verify import verify_file
 from translog.http.app import make_app
+from translog.log.tokens import TokenStore
 from translog.monitor.alerts import Reporter, WebhookSink
 from translog.monitor.config import LogConfig
 from translog.monitor.follower import Follower, SplitViewError
-from translog.monitor.rules import rule_from_config
 from translog.monitor.store import Store
-from translog.receipt import format_promise
-from translog.signing import NoteSigner
 from translog.storage.memory import MemoryStorage
-from translog.tokens import TokenStore
-from translog.verify import verify_file
 
 ORIGIN = "monitor.test/log"
 

@@ -14,16 +14,16 @@ from aiohttp import web
 from tests.objstore.conftest import Nginx, until
 from translog.client import LogClient
 from translog.config import Config, LogSection, ObjectStoreSection, PublisherSection
-from translog.ct import TreeHeadSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.signing import NoteSigner
+from translog.core.tiles import TileRef
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.http.objstore import ObjectStoreRole
-from translog.log import Log
+from translog.log.sequencer import Log
 from translog.publish import layout
 from translog.publish.store import DirectoryStore, ObjectStore, ObjectStoreError, StoredObject
-from translog.signing import NoteSigner
 from translog.storage.memory import MemoryStorage
-from translog.tiles import TileRef
 
 
 class FaultyStore:

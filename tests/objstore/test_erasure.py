@@ -14,20 +14,20 @@ import pytest
 
 from tests.events.helpers import make_events
 from tests.objstore.conftest import until
-from translog.cli import main
+from translog.cli.main import main
 from translog.config import EventsSection, ObjectStoreSection, PublisherSection, format_config
-from translog.datadir import init_data_dir, open_data_dir
-from translog.events.builder import encode_event
+from translog.core.merkle import leaf_hash, verify_inclusion
+from translog.formats.event_builder import encode_event
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.http.objstore import prepare
-from translog.log import Log
-from translog.merkle import leaf_hash, verify_inclusion
+from translog.log.datadir import init_data_dir, open_data_dir
+from translog.log.sequencer import Log
+from translog.log.tokens import TokenStore
 from translog.publish import layout
 from translog.publish.publisher import Publisher
 from translog.publish.store import DirectoryStore, ObjectStore
 from translog.storage.lmdb import LMDBStorage
-from translog.tokens import TokenStore
 
 TARGET = 50
 
@@ -167,7 +167,7 @@ async def test_erasure_rewrites_directory_payload_bundles_and_rebuild_keeps_it_e
 
 
 async def test_an_erasure_before_a_crash_is_rewritten_on_the_next_start(tmp_path: Path) -> None:
-    from translog.signing import NoteSigner
+    from translog.core.signing import NoteSigner
 
     signer = NoteSigner.generate("crash.example/log")
     public, private = DirectoryStore(tmp_path / "pub"), DirectoryStore(tmp_path / "private")

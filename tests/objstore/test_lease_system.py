@@ -16,8 +16,8 @@ import pytest
 from tests.objstore.conftest import Gateway
 from translog.client import SyncLogClient
 from translog.config import ObjectStoreSection, PublisherSection, format_config
-from translog.datadir import open_data_dir
-from translog.leaf import decode_leaf
+from translog.core.leaf import decode_leaf
+from translog.log.datadir import open_data_dir
 
 pytestmark = pytest.mark.system
 

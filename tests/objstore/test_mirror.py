@@ -13,14 +13,14 @@ from aiohttp import web
 
 from translog.client import LogClient
 from translog.config import Config, LogSection, PublisherSection
-from translog.ct import TreeHeadSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.signing import NoteSigner
 from translog.errors import StorageCorruptError, TranslogError
 from translog.http.app import make_app
 from translog.http.keys import LOG
-from translog.log import Log
-from translog.mirror import Mirror, TileMismatchError
+from translog.log.sequencer import Log
+from translog.publish.mirror import Mirror, TileMismatchError
 from translog.publish.store import DirectoryStore
-from translog.signing import NoteSigner
 from translog.storage.memory import MemoryStorage
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

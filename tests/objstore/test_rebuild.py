@@ -13,17 +13,17 @@ import pytest
 
 from tests.objstore.conftest import Gateway, until
 from tests.objstore.test_erasure import publish_erase_rebuild
-from translog.cli import main
+from translog.cli.main import main
 from translog.config import ObjectStoreSection, PublisherSection, format_config
-from translog.datadir import init_data_dir, open_data_dir
+from translog.core.leaf import decode_leaf
+from translog.core.merkle import leaf_hash, verify_consistency, verify_inclusion
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.http.objstore import prepare
-from translog.leaf import decode_leaf
-from translog.log import Log
-from translog.merkle import leaf_hash, verify_consistency, verify_inclusion
+from translog.log.datadir import init_data_dir, open_data_dir
+from translog.log.sequencer import Log
+from translog.log.tokens import TokenStore
 from translog.publish.store import S3Store
-from translog.tokens import TokenStore
 
 
 def _write_config(path: Path, **objstore: Any) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 from tests.objstore.conftest import ROOT
 from translog.client import LogClient
 from translog.config import format_config
-from translog.datadir import init_data_dir, open_data_dir
+from translog.formats.loglist import current_log, parse_log_list
 from translog.http.shards import ShardSpec, build_shards_app, load_shards
-from translog.loglist import current_log, parse_log_list
-from translog.tokens import TokenStore
+from translog.log.datadir import init_data_dir, open_data_dir
+from translog.log.tokens import TokenStore
 
 
 def _make(path: Path, origin: str, max_batch: int) -> tuple[str, str]:

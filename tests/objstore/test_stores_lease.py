@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.objstore.conftest import Gateway
+from translog.core.tiles import TILE_WIDTH, tiles_for_size
 from translog.errors import ConfigError, MalformedError
 from translog.publish import layout
 from translog.publish.lease import Lease, LeaseHeldError, LeaseLostError, LeaseRecord
@@ -19,7 +20,6 @@ from translog.publish.store import (
     credentials_from,
     parse_store_url,
 )
-from translog.tiles import TILE_WIDTH, tiles_for_size
 
 
 @pytest.mark.parametrize("old", [0, 1, 255, 256, 257, 511, 65535, 65536, 70000])

@@ -8,19 +8,20 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from translog.checkpoint import open_checkpoint
-from translog.errors import StorageCorruptError
-from translog.fsck import fsck
-from translog.leaf import decode_leaf
-from translog.log import Appended, Log, LogOptions
-from translog.merkle import (
+from translog.core.checkpoint import open_checkpoint
+from translog.core.leaf import decode_leaf
+from translog.core.merkle import (
     Frontier,
     leaf_hash,
     prove_consistency,
     verify_consistency,
     verify_inclusion,
 )
-from translog.signing import NoteSigner, parse_vkey
+from translog.core.signing import NoteSigner
+from translog.core.vkey import parse_vkey
+from translog.errors import StorageCorruptError
+from translog.log.fsck import fsck
+from translog.log.sequencer import Appended, Log, LogOptions
 from translog.storage.base import NewEntry, WriteBatch
 from translog.storage.memory import MemoryStorage
 

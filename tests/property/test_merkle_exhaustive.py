@@ -2,7 +2,7 @@
 
 The reference below (MTH, PATH, PROOF/SUBPROOF) is written straight from the recursive
 definitions in testdata/ALGORITHMS.md §2-§4 and lives only here. It recomputes subtree hashes
-from leaves every time, so it shares nothing with translog.merkle but SHA-256.
+from leaves every time, so it shares nothing with translog.core.merkle but SHA-256.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from functools import cache
 
 import pytest
 
-from translog.merkle import (
+from translog.core.merkle import (
     MemoryHashes,
     prove_consistency,
     prove_inclusion,

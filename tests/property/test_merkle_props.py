@@ -1,4 +1,4 @@
-"""Hypothesis properties of translog.merkle on one random tree of up to 5000 leaves.
+"""Hypothesis properties of translog.core.merkle on one random tree of up to 5000 leaves.
 
 verify(prove(x)) always passes; any single flipped bit (proof element, root, leaf hash), an added
 or removed proof element, a wrong index or a wrong size makes it fail.
@@ -21,8 +21,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from translog.errors import InvalidProofError, MalformedError
-from translog.merkle import (
+from translog.core.merkle import (
     HASH_SIZE,
     Frontier,
     MemoryHashes,
@@ -33,6 +32,7 @@ from translog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from translog.errors import InvalidProofError, MalformedError
 
 MAX_SIZE = 5000
 _rng = random.Random(6962)

@@ -1,4 +1,4 @@
-"""Cross-check translog.merkle against an independent implementation: pymerkle 7.
+"""Cross-check translog.core.merkle against an independent implementation: pymerkle 7.
 
 pymerkle quirks, checked against its source:
 * Indexes are 1-based: its leaf 1 is our index 0.
@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymerkle import ConsistencyProof, InclusionProof, InmemoryTree
 
-from translog.merkle import (
+from translog.core.merkle import (
     EMPTY_ROOT,
     MemoryHashes,
     leaf_hash,

@@ -44,12 +44,19 @@ from typing import Any
 
 import aiohttp
 
-from translog.checkpoint import Checkpoint, open_checkpoint
-from translog.leaf import decode_leaf
-from translog.merkle import MemoryHashes, leaf_hash, tree_hash, verify_consistency, verify_inclusion
-from translog.receipt import parse_receipt, verify_promise, verify_receipt
-from translog.signing import NoteVerifier, parse_vkey
-from translog.tiles import TILE_WIDTH, TileRef, decode_bundle
+from translog.core.checkpoint import Checkpoint, open_checkpoint
+from translog.core.leaf import decode_leaf
+from translog.core.merkle import (
+    MemoryHashes,
+    leaf_hash,
+    tree_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from translog.core.signing import NoteVerifier
+from translog.core.tiles import TILE_WIDTH, TileRef, decode_bundle
+from translog.core.vkey import parse_vkey
+from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt
 
 ORIGIN = "reliability.example/log"
 READY_TIMEOUT = 30.0

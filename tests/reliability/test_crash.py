@@ -22,8 +22,8 @@ from tests.reliability.harness import (
     make_log,
     wall_ms,
 )
-from translog.leaf import inline_leaf
-from translog.merkle import leaf_hash
+from translog.core.leaf import inline_leaf
+from translog.core.merkle import leaf_hash
 
 
 def b64(data: bytes) -> str:

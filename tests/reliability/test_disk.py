@@ -23,11 +23,11 @@ import aiohttp
 import pytest
 
 from tests.reliability.harness import LogDir, ServerProcess, cli, fsck_ok, make_log, set_config
-from translog.checkpoint import open_checkpoint
-from translog.leaf import decode_leaf
-from translog.merkle import leaf_hash
+from translog.core.checkpoint import open_checkpoint
+from translog.core.leaf import decode_leaf
+from translog.core.merkle import leaf_hash
+from translog.core.tiles import TileRef
 from translog.storage.lmdb import LMDBStorage
-from translog.tiles import TileRef
 
 pytestmark = pytest.mark.system
 

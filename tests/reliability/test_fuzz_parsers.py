@@ -28,27 +28,28 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.unit.test_bundle import BUNDLE
-from translog.bundle import encode_bundle, parse_bundle
-from translog.checkpoint import open_checkpoint, parse_checkpoint
 from translog.client.state import State
 from translog.config import parse_config
+from translog.core.checkpoint import open_checkpoint, parse_checkpoint
+from translog.core.leaf import decode_leaf
+from translog.core.note import parse_note
+from translog.core.policy import parse_policy
+from translog.core.signing import NoteSigner
+from translog.core.tiles import decode_bundle, parse_tile_path
+from translog.core.tiles import encode_bundle as encode_tile_bundle
+from translog.core.vkey import parse_vkey
 from translog.errors import TranslogError
-from translog.events.builder import build_event, encode_event
-from translog.events.schema import parse_event
+from translog.formats.bundle import encode_bundle, parse_bundle
+from translog.formats.event_builder import build_event, encode_event
+from translog.formats.event_schema import parse_event
+from translog.formats.misbehaviour import parse_misbehaviour
+from translog.formats.proof import parse_proof
+from translog.formats.receipt import parse_promise, parse_receipt
+from translog.formats.verify import verify_file
 from translog.gossip.core import parse_checkpoints_answer, parse_proof_answer
-from translog.gossip.misbehaviour import parse_misbehaviour
 from translog.http.submit import parse_batch
-from translog.leaf import decode_leaf
+from translog.log.tokens import TokenStore
 from translog.monitor.config import parse_monitor_config
-from translog.note import parse_note
-from translog.policy import parse_policy
-from translog.proof import parse_proof
-from translog.receipt import parse_promise, parse_receipt
-from translog.signing import NoteSigner, parse_vkey
-from translog.tiles import decode_bundle, parse_tile_path
-from translog.tiles import encode_bundle as encode_tile_bundle
-from translog.tokens import TokenStore
-from translog.verify import verify_file
 from translog.witness.config import parse_witness_config
 from translog.witness.protocol import (
     format_add_checkpoint,

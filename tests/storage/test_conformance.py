@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from translog.core.leaf import committed_leaf, inline_leaf
+from translog.core.merkle import Frontier, MemoryHashes, NodeLevels, leaf_hash, subtree_nodes
 from translog.errors import MalformedError, NotFoundError, StorageCorruptError
-from translog.leaf import committed_leaf, inline_leaf
-from translog.merkle import Frontier, MemoryHashes, NodeLevels, leaf_hash, subtree_nodes
 from translog.storage.base import (
     EntryColumns,
     NewEntry,

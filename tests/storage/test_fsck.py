@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from translog.cli import main
-from translog.datadir import init_data_dir, open_data_dir
+from translog.cli.main import main
+from translog.core.vkey import parse_vkey
 from translog.errors import StorageCorruptError
-from translog.fsck import fsck
-from translog.log import Log, LogOptions
-from translog.signing import parse_vkey
+from translog.log.datadir import init_data_dir, open_data_dir
+from translog.log.fsck import fsck
+from translog.log.sequencer import Log, LogOptions
 from translog.storage.lmdb import CHUNK, LMDBStorage
 
 N = CHUNK * 12 + 7  # full chunks at levels 0 and 2, plus tails

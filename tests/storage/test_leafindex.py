@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from translog.leaf import inline_leaf
-from translog.merkle import Frontier, leaf_hash
+from translog.core.leaf import inline_leaf
+from translog.core.merkle import Frontier, leaf_hash
 from translog.storage import leafindex
 from translog.storage.base import NewEntry, WriteBatch
 from translog.storage.lmdb import LMDBStorage

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from translog.core.leaf import committed_leaf
+from translog.core.merkle import Frontier, MemoryHashes, leaf_hash
 from translog.errors import StorageCorruptError, StorageFullError
-from translog.leaf import committed_leaf
-from translog.log import check_leaves
-from translog.merkle import Frontier, MemoryHashes, leaf_hash
+from translog.log.sequencer import check_leaves
 from translog.storage.base import NewEntry, StoredCheckpoint, StoredEntry, WriteBatch
 from translog.storage.lmdb import CHUNK, LMDBStorage
 

@@ -22,11 +22,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from translog.core.leaf import inline_leaf
+from translog.core.merkle import Frontier, leaf_hash
+from translog.core.signing import NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import StorageError
-from translog.fsck import fsck
-from translog.leaf import inline_leaf
-from translog.merkle import Frontier, leaf_hash
-from translog.signing import NoteSigner, parse_vkey
+from translog.log.fsck import fsck
 from translog.storage import leafindex
 from translog.storage.base import NewEntry, WriteBatch
 from translog.storage.lmdb import LMDBStorage
@@ -222,8 +223,9 @@ def test_lookups_stay_correct_while_a_merged_run_is_half_written(store: LMDBStor
 
 SECOND_OPEN = """
 import json, sys
-from translog.fsck import fsck
-from translog.signing import NoteSigner, parse_vkey
+from translog.log.fsck import fsck
+from translog.core.signing import NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.storage.lmdb import LMDBStorage
 from tests.storage import test_merger as t
 s = LMDBStorage(sys.argv[1], map_size=1 << 24, inline_merge_max=1000)

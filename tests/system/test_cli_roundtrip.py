@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.signing import NoteSigner
+from translog.formats.verify import iso_ms
 from translog.keyfile import read_private_file
-from translog.signing import NoteSigner
-from translog.verify import iso_ms
 
 pytestmark = pytest.mark.system
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from translog.client import SyncLogClient
-from translog.proof import format_proof, parse_proof, verify_proof
-from translog.receipt import verify_receipt
-from translog.signing import parse_vkey
+from translog.core.vkey import parse_vkey
+from translog.formats.proof import format_proof, parse_proof, verify_proof
+from translog.formats.receipt import verify_receipt
 
 pytestmark = pytest.mark.system
 

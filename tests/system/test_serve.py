@@ -27,16 +27,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from translog.checkpoint import open_checkpoint
-from translog.merkle import (
+from translog.core.checkpoint import open_checkpoint
+from translog.core.merkle import (
     prove_consistency,
     prove_inclusion,
     tree_hash,
     verify_consistency,
     verify_inclusion,
 )
-from translog.receipt import parse_receipt, verify_promise, verify_receipt
-from translog.signing import parse_vkey
+from translog.core.vkey import parse_vkey
+from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt
 from translog.storage.lmdb import LMDBStorage
 
 pytestmark = pytest.mark.system

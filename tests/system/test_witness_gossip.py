@@ -30,9 +30,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from translog.note import parse_note
-from translog.policy import parse_policy
-from translog.receipt import parse_receipt
+from translog.core.note import parse_note
+from translog.core.policy import parse_policy
+from translog.formats.receipt import parse_receipt
 from translog.witness.protocol import format_add_checkpoint
 
 pytestmark = pytest.mark.system

@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from tests.system.test_serve import ORIGIN, Log, Server, alive, children, cli, wait_for
-from translog.receipt import parse_receipt, verify_promise, verify_receipt
-from translog.tiles import decode_bundle
+from translog.core.tiles import decode_bundle
+from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt
 
 pytestmark = pytest.mark.system
 

@@ -1,6 +1,6 @@
 """Evidence bundles: build, round-trip, verify, and fail precisely on every kind of tampering.
 
-The log is built in memory (:class:`~translog.merkle.MemoryHashes`): 40 leaves whose
+The log is built in memory (:class:`~translog.core.merkle.MemoryHashes`): 40 leaves whose
 timestamps rise in steps of 100 ms every third leaf (so timestamps tie), mixed inline and
 committed, with committed payloads present, erased or withheld. The period [1400, 1850] is
 indexes [12, 27), with boundary leaves 11 (1300) and 27 (1900).
@@ -20,16 +20,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from translog.bundle import (
-    Bundle,
-    build_bundle,
-    encode_bundle,
-    format_bundle,
-    parse_bundle,
-    proof_range,
-    verify_bundle,
-)
-from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.leaf import committed_leaf, inline_leaf
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_consistency, prove_range, tree_hash
+from translog.core.note import Note, format_note, parse_note
+from translog.core.policy import parse_policy
+from translog.core.signing import CosignatureSigner, NoteSigner
 from translog.errors import (
     InconsistencyError,
     InvalidProofError,
@@ -38,11 +34,15 @@ from translog.errors import (
     UnknownKeyError,
     VerificationError,
 )
-from translog.leaf import committed_leaf, inline_leaf
-from translog.merkle import MemoryHashes, leaf_hash, prove_consistency, prove_range, tree_hash
-from translog.note import Note, format_note, parse_note
-from translog.policy import parse_policy
-from translog.signing import CosignatureSigner, NoteSigner
+from translog.formats.bundle import (
+    Bundle,
+    build_bundle,
+    encode_bundle,
+    format_bundle,
+    parse_bundle,
+    proof_range,
+    verify_bundle,
+)
 
 ORIGIN = "bundle.example/log"
 SIGNER = NoteSigner.generate(ORIGIN)

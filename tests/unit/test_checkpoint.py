@@ -11,22 +11,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.vectors import load_json
-from translog.checkpoint import (
+from translog.core.checkpoint import (
     Checkpoint,
     format_checkpoint,
     open_checkpoint,
     parse_checkpoint,
     sign_checkpoint,
 )
-from translog.errors import (
-    InvalidSignatureError,
-    MalformedError,
-    TranslogError,
-    UnknownKeyError,
-    VerificationError,
+from translog.core.note import (
+    KEY_TYPE_COSIGNATURE,
+    NoteSignature,
+    decode_base64,
+    key_id,
+    parse_note,
 )
-from translog.note import KEY_TYPE_COSIGNATURE, NoteSignature, decode_base64, key_id, parse_note
-from translog.signing import (
+from translog.core.signing import (
     CosignatureSigner,
     CosignatureVerifier,
     NoteSigner,
@@ -34,8 +33,15 @@ from translog.signing import (
     cosignature_message,
     open_note,
     parse_cosignature_timestamp,
-    parse_vkey,
     sign_note,
+)
+from translog.core.vkey import parse_vkey
+from translog.errors import (
+    InvalidSignatureError,
+    MalformedError,
+    TranslogError,
+    UnknownKeyError,
+    VerificationError,
 )
 
 DERIVED = load_json("derived/reference_checkpoints.json")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from translog.cli import main
-from translog.datadir import open_data_dir
+from translog.cli.main import main
+from translog.core.vkey import parse_vkey
 from translog.errors import ConfigError
-from translog.signing import parse_vkey
+from translog.log.datadir import open_data_dir
 
 
 def mode(path: Path) -> int:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from translog.checkpoint import Checkpoint, sign_checkpoint
-from translog.cli import main
+from translog.cli.main import main
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.signing import CosignatureSigner, NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import ConfigError
-from translog.gossip.misbehaviour import KIND_SAME_SIZE, Misbehaviour, format_misbehaviour
-from translog.signing import CosignatureSigner, NoteSigner, parse_vkey
+from translog.formats.misbehaviour import KIND_SAME_SIZE, Misbehaviour, format_misbehaviour
 from translog.witness.config import load_witness_config, parse_witness_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,18 +12,18 @@ import random
 
 import pytest
 
-from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.leaf import committed_leaf, inline_leaf
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
+from translog.core.signing import NoteSigner
 from translog.errors import StorageCorruptError
-from translog.fastreceipt import (
+from translog.formats.fastreceipt import (
     RunHashes,
     batch_receipt_json,
     quote_checkpoint,
     single_receipt_json,
 )
-from translog.leaf import committed_leaf, inline_leaf
-from translog.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
-from translog.receipt import ReceiptEntry, build_receipt, format_receipt, verify_receipt
-from translog.signing import NoteSigner
+from translog.formats.receipt import ReceiptEntry, build_receipt, format_receipt, verify_receipt
 
 from ..conftest import ORIGIN
 
@@ -116,7 +116,7 @@ def test_a_proof_that_misses_the_root_never_becomes_a_receipt() -> None:
 
 
 def test_worker_leaves_hash_as_the_log_would_and_move_to_a_later_time() -> None:
-    from translog.http.worker import Prepared
+    from translog.http.multiprocess.worker import Prepared
 
     prepared = Prepared([b"committed", b"inline"], [True, False])
     ts, salt = prepared.timestamp_ms, prepared.salts[0]
@@ -151,8 +151,8 @@ def test_worker_leaves_hash_as_the_log_would_and_move_to_a_later_time() -> None:
 )
 def test_plain_ndjson_takes_only_what_the_full_parser_takes_alike(body: bytes) -> None:
     from translog.errors import TranslogError
+    from translog.http.multiprocess.worker import plain_ndjson
     from translog.http.submit import parse_batch
-    from translog.http.worker import plain_ndjson
 
     fast = plain_ndjson(body, 10)
     try:

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from translog.errors import MalformedError, TooLargeError, VerificationError
-from translog.leaf import (
+from translog.core.leaf import (
     COMMITTED_LEAF_SIZE,
     INLINE_HEADER_SIZE,
     KIND_COMMITTED,
@@ -28,6 +27,7 @@ from translog.leaf import (
     new_salts,
     verify_payload,
 )
+from translog.errors import MalformedError, TooLargeError, VerificationError
 
 TS = 0x0102030405060708
 SALT = bytes(range(32))

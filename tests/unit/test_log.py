@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import translog.log as logmod
-from translog.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from translog.ct import TreeHeadSigner, verify_tree_head
+import translog.log.sequencer as logmod
+from translog.core.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from translog.core.ct import TreeHeadSigner, verify_tree_head
+from translog.core.leaf import MAX_INLINE_PAYLOAD, committed_leaf, decode_leaf, inline_leaf
+from translog.core.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from translog.core.signing import NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import (
     MalformedError,
     PushbackError,
@@ -19,11 +23,8 @@ from translog.errors import (
     StorageCorruptError,
     StorageFullError,
 )
-from translog.fsck import fsck
-from translog.leaf import MAX_INLINE_PAYLOAD, committed_leaf, decode_leaf, inline_leaf
-from translog.log import Accepted, AcceptedRun, AppendedRun, Log, LogOptions
-from translog.merkle import leaf_hash, tree_hash, verify_consistency, verify_inclusion
-from translog.signing import NoteSigner, parse_vkey
+from translog.log.fsck import fsck
+from translog.log.sequencer import Accepted, AcceptedRun, AppendedRun, Log, LogOptions
 from translog.storage.base import StoredCheckpoint
 from translog.storage.lmdb import LMDBStorage
 from translog.storage.memory import MemoryStorage
@@ -166,7 +167,7 @@ async def test_publisher_signs_durable_trees_on_interval(
         o = open_checkpoint(old.note, parse_vkey(signer.vkey))[0]
         n = open_checkpoint(new.note, parse_vkey(signer.vkey))[0]
         if o.size:
-            from translog.merkle import prove_consistency
+            from translog.core.merkle import prove_consistency
 
             verify_consistency(
                 o.size,

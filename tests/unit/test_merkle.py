@@ -1,4 +1,4 @@
-"""translog.merkle against the shared vectors: transparency-dev probes, the RFC 6962 reference
+"""translog.core.merkle against the shared vectors: transparency-dev probes, the RFC 6962 reference
 tree, certificate-transparency-go tables, real Argon 2020 CT proofs, and the Frontier."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from tests.vectors import b64, load_json, probe_files
-from translog.errors import InvalidProofError, MalformedError, NotFoundError
-from translog.merkle import (
+from translog.core.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     Frontier,
@@ -28,6 +27,7 @@ from translog.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from translog.errors import InvalidProofError, MalformedError, NotFoundError
 
 REF = load_json("transparency-dev-merkle/reference_tree.json")
 REF_LEAVES = [leaf_hash(bytes.fromhex(x)) for x in REF["leaf_inputs_hex"]]

@@ -6,9 +6,12 @@ import json
 
 import pytest
 
-from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_consistency, tree_hash
+from translog.core.signing import NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import MalformedError, VerificationError
-from translog.gossip.misbehaviour import (
+from translog.formats.misbehaviour import (
     KIND_EMPTY,
     KIND_FORK,
     ForkProof,
@@ -17,8 +20,6 @@ from translog.gossip.misbehaviour import (
     parse_misbehaviour,
     verify_misbehaviour,
 )
-from translog.merkle import MemoryHashes, leaf_hash, prove_consistency, tree_hash
-from translog.signing import NoteSigner, parse_vkey
 
 ORIGIN = "test.example/forked"
 

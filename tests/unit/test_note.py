@@ -10,14 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.vectors import load_json
-from translog.errors import (
-    InvalidSignatureError,
-    MalformedError,
-    TooLargeError,
-    TranslogError,
-    UnknownKeyError,
-)
-from translog.note import (
+from translog.core.note import (
     KEY_TYPE_ED25519,
     MAX_NOTE_SIZE,
     Note,
@@ -28,13 +21,20 @@ from translog.note import (
     parse_note,
     validate_key_name,
 )
-from translog.signing import (
+from translog.core.signing import (
     CosignatureVerifier,
     NoteSigner,
     NoteVerifier,
     open_note,
-    parse_vkey,
     sign_note,
+)
+from translog.core.vkey import parse_vkey
+from translog.errors import (
+    InvalidSignatureError,
+    MalformedError,
+    TooLargeError,
+    TranslogError,
+    UnknownKeyError,
 )
 
 GO = load_json("golang-mod-sumdb/note_vectors.json")

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from translog.checkpoint import Checkpoint, format_checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, format_checkpoint, sign_checkpoint
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion
+from translog.core.note import format_note, parse_note
+from translog.core.policy import parse_policy
+from translog.core.signing import CosignatureSigner, NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import (
     ConfigError,
     InvalidProofError,
@@ -17,11 +22,7 @@ from translog.errors import (
     UnknownKeyError,
     VerificationError,
 )
-from translog.merkle import MemoryHashes, leaf_hash, prove_inclusion
-from translog.note import format_note, parse_note
-from translog.policy import parse_policy
-from translog.proof import TlogProof, format_proof, parse_proof, verify_proof
-from translog.signing import CosignatureSigner, NoteSigner, parse_vkey
+from translog.formats.proof import TlogProof, format_proof, parse_proof, verify_proof
 
 ORIGIN = "proof.example/log"
 LOG = NoteSigner.generate(ORIGIN)

@@ -2,7 +2,7 @@
 
 Each range proof is checked three ways: it gives the tree root (compared with ``tree_hash``),
 every per-entry inclusion proof derived from it equals ``prove_inclusion``, and its length is
-the length the recursion predicts, computed here independently of translog.merkle.
+the length the recursion predicts, computed here independently of translog.core.merkle.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import hashlib
 
 import pytest
 
-from translog.errors import InvalidProofError, MalformedError
-from translog.merkle import (
+from translog.core.merkle import (
     MemoryHashes,
     inclusion_proofs_from_range,
     prove_inclusion,
@@ -23,6 +22,7 @@ from translog.merkle import (
     verify_inclusion,
     verify_range,
 )
+from translog.errors import InvalidProofError, MalformedError
 
 MAX_SIZE = 40
 LEAVES = tuple(hashlib.sha256(b"\x00range leaf %d" % i).digest() for i in range(MAX_SIZE))

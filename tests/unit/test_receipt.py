@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
-from translog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint, sign_checkpoint
+from translog.core.leaf import committed_leaf, inline_leaf
+from translog.core.merkle import MemoryHashes, leaf_hash
+from translog.core.signing import NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import (
     InvalidProofError,
     InvalidSignatureError,
@@ -21,9 +25,7 @@ from translog.errors import (
     UnknownKeyError,
     VerificationError,
 )
-from translog.leaf import committed_leaf, inline_leaf
-from translog.merkle import MemoryHashes, leaf_hash
-from translog.receipt import (
+from translog.formats.receipt import (
     FORMAT,
     PROMISE_FORMAT,
     Receipt,
@@ -39,7 +41,6 @@ from translog.receipt import (
     verify_promise,
     verify_receipt,
 )
-from translog.signing import NoteSigner, parse_vkey
 
 ORIGIN = "receipt.example/log"
 SIGNER = NoteSigner.generate(ORIGIN)

@@ -15,14 +15,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tests.vectors import load_json
-from translog.checkpoint import Checkpoint, format_checkpoint, open_checkpoint, sign_checkpoint
-from translog.ct import (
+from translog.core.checkpoint import Checkpoint, format_checkpoint, open_checkpoint, sign_checkpoint
+from translog.core.ct import (
     RFC6962Verifier,
     TreeHeadSigner,
     parse_tree_head_signature,
     tree_head_input,
     verify_tree_head,
 )
+from translog.core.note import KEY_TYPE_RFC6962, NoteSignature, key_id
+from translog.core.signing import (
+    CosignatureSigner,
+    CosignatureVerifier,
+    NoteSigner,
+    NoteVerifier,
+    open_note,
+    sign_note,
+)
+from translog.core.vkey import parse_vkey
 from translog.errors import (
     ConfigError,
     InvalidSignatureError,
@@ -30,16 +40,6 @@ from translog.errors import (
     UnknownKeyError,
 )
 from translog.keyfile import read_private_file, write_private_file
-from translog.note import KEY_TYPE_RFC6962, NoteSignature, key_id
-from translog.signing import (
-    CosignatureSigner,
-    CosignatureVerifier,
-    NoteSigner,
-    NoteVerifier,
-    open_note,
-    parse_vkey,
-    sign_note,
-)
 
 STH = load_json("golang-mod-sumdb/argon2020/sth.json")
 FORMATS = load_json("transparency-dev-formats/vectors.json")

@@ -1,4 +1,4 @@
-"""translog.tiles: C2SP tlog-tiles paths, widths, tile contents, entry bundles, TileHashReader."""
+"""translog.core.tiles: C2SP tlog-tiles paths, widths, tile contents, entry bundles, TileHashReader."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.vectors import load_json
-from translog.errors import MalformedError, NotFoundError, TooLargeError
-from translog.merkle import MemoryHashes, prove_consistency, prove_inclusion, tree_hash
-from translog.tiles import (
+from translog.core.merkle import MemoryHashes, prove_consistency, prove_inclusion, tree_hash
+from translog.core.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
     TileHashReader,
@@ -28,6 +27,7 @@ from translog.tiles import (
     tile_nodes,
     tiles_for_size,
 )
+from translog.errors import MalformedError, NotFoundError, TooLargeError
 
 EXAMPLES = load_json("c2sp/tlog_tiles_examples.json")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from translog.cli import main
+from translog.cli.main import main
 from translog.errors import AuthError, ConfigError, ForbiddenError, NotFoundError
-from translog.tokens import TOKEN_PREFIX, TokenStore
+from translog.log.tokens import TOKEN_PREFIX, TokenStore
 
 
 def mode(path: Path) -> int:
@@ -162,7 +162,7 @@ def test_every_stored_hash_is_compared(path: Path, monkeypatch: pytest.MonkeyPat
         calls.append(1)
         return real(a, b)
 
-    monkeypatch.setattr("translog.tokens.hmac.compare_digest", counting)
+    monkeypatch.setattr("translog.log.tokens.hmac.compare_digest", counting)
     store.authenticate(tokens[0], "submit")
     assert len(calls) == 5, "no early exit on a match: timing does not reveal which token"
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from translog.checkpoint import open_checkpoint
-from translog.proof import parse_proof, verify_proof
-from translog.receipt import parse_receipt, verify_promise, verify_receipt
-from translog.signing import parse_vkey
+from translog.core.checkpoint import open_checkpoint
+from translog.core.vkey import parse_vkey
+from translog.formats.proof import parse_proof, verify_proof
+from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"

@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
-from translog import cli
-from translog.bundle import build_bundle, encode_bundle, proof_range
-from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.cli import main as cli
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.leaf import committed_leaf, inline_leaf
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
+from translog.core.policy import parse_policy
+from translog.core.signing import CosignatureSigner, NoteSigner
 from translog.errors import (
     ConfigError,
     InvalidProofError,
@@ -23,19 +26,16 @@ from translog.errors import (
     UnknownKeyError,
     VerificationError,
 )
-from translog.leaf import committed_leaf, inline_leaf
-from translog.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
-from translog.policy import parse_policy
-from translog.proof import TlogProof, format_proof
-from translog.receipt import (
+from translog.formats.bundle import build_bundle, encode_bundle, proof_range
+from translog.formats.proof import TlogProof, format_proof
+from translog.formats.receipt import (
     ReceiptEntry,
     build_receipt,
     format_promise,
     format_receipt,
     sign_promise,
 )
-from translog.signing import CosignatureSigner, NoteSigner
-from translog.verify import detect_kind, format_entry, ndjson_lines, verify_file
+from translog.formats.verify import detect_kind, format_entry, ndjson_lines, verify_file
 
 ORIGIN = "offline.example/log"
 SIGNER = NoteSigner.generate(ORIGIN)
@@ -332,7 +332,7 @@ def test_cli_verify_exit_codes(files: dict[str, Path], capsys: pytest.CaptureFix
 
 def test_offline_modules_import_no_network_stack() -> None:
     code = (
-        "import translog.verify, translog.bundle, sys; "
+        "import translog.formats.verify, translog.formats.bundle, sys; "
         "print([m for m in ('aiohttp','lmdb') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -345,7 +345,7 @@ def test_cli_verify_runs_without_aiohttp_and_lmdb_installed(files: dict[str, Pat
         "import sys\n"
         "sys.modules['aiohttp'] = None\n"
         "sys.modules['lmdb'] = None\n"
-        "from translog.cli import main\n"
+        "from translog.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     for name in ("receipt.json", "e4.tlog-proof", "period.bundle.json.gz"):

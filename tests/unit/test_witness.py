@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.vectors import load_json
-from translog.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.checkpoint import Checkpoint, sign_checkpoint
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_consistency
+from translog.core.note import parse_note
+from translog.core.policy import parse_policy
+from translog.core.signing import CosignatureSigner, CosignatureVerifier, NoteSigner
+from translog.core.vkey import parse_vkey
 from translog.errors import (
     ConflictError,
     ForbiddenError,
@@ -18,12 +23,8 @@ from translog.errors import (
     TranslogError,
     VerificationError,
 )
-from translog.gossip.misbehaviour import KIND_SAME_SIZE, Misbehaviour, verify_misbehaviour
+from translog.formats.misbehaviour import KIND_SAME_SIZE, Misbehaviour, verify_misbehaviour
 from translog.http.errors import status_for
-from translog.merkle import MemoryHashes, leaf_hash, prove_consistency
-from translog.note import parse_note
-from translog.policy import parse_policy
-from translog.signing import CosignatureSigner, CosignatureVerifier, NoteSigner, parse_vkey
 from translog.witness.core import Witness
 from translog.witness.protocol import (
     format_add_checkpoint,
@@ -213,7 +214,7 @@ def test_every_error_status(
 def test_same_size_fork_file_verifies_offline(
     log_signer: NoteSigner, wsigner: CosignatureSigner
 ) -> None:
-    from translog.gossip.misbehaviour import format_misbehaviour
+    from translog.formats.misbehaviour import format_misbehaviour
 
     found: list[Misbehaviour] = []
     w = make_witness(wsigner, log_signer, MemoryWitnessState(), found)

@@ -12,10 +12,10 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from translog.core.leaf import KIND_COMMITTED, decode_leaf, verify_payload
+from translog.core.merkle import HASH_SIZE, leaf_hash
+from translog.core.note import decode_base64
 from translog.errors import MalformedError, VerificationError
-from translog.leaf import KIND_COMMITTED, decode_leaf, verify_payload
-from translog.merkle import HASH_SIZE, leaf_hash
-from translog.note import decode_base64
 
 
 @contextlib.contextmanager

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.client.answers import served
-from translog.policy import WitnessPolicy
-from translog.signing import NoteVerifier
+from translog.core.checkpoint import Checkpoint, open_checkpoint
+from translog.core.policy import WitnessPolicy
+from translog.core.signing import NoteVerifier
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from translog.client.checkpoints import Trusted
 from translog.client.proofs import Proofs, TileProof
+from translog.core.merkle import verify_consistency
 from translog.errors import (
     InconsistencyError,
     InvalidProofError,
     NotFoundError,
     VerificationError,
 )
-from translog.merkle import verify_consistency
 
 
 async def check(proofs: Proofs, trusted: Trusted, seen: Trusted, *, ct: bool) -> None:

@@ -15,9 +15,9 @@ from typing import TypeVar
 
 from translog.client.answers import served
 from translog.client.transport import Transport
+from translog.core.merkle import HASH_SIZE
+from translog.core.tiles import TILE_WIDTH, TileHashReader, TileRef, decode_bundle
 from translog.errors import VerificationError
-from translog.merkle import HASH_SIZE
-from translog.tiles import TILE_WIDTH, TileHashReader, TileRef, decode_bundle
 
 T = TypeVar("T")
 

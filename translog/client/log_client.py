@@ -25,18 +25,18 @@ from translog.client.proofs import Proofs
 from translog.client.state import State
 from translog.client.submissions import Submitter
 from translog.client.transport import Transport
+from translog.core.leaf import decode_leaf
+from translog.core.merkle import HASH_SIZE, leaf_hash
+from translog.core.note import MAX_NOTE_SIZE
+from translog.core.policy import WitnessPolicy
+from translog.core.tiles import TileRef
+from translog.core.vkey import parse_vkey
 from translog.errors import ConflictError, MalformedError, NotFoundError
-from translog.events.builder import encode_event
-from translog.events.proofs import VerifiedPage, verify_search_answer
-from translog.events.schema import Query, validate_event
-from translog.leaf import decode_leaf
-from translog.merkle import HASH_SIZE, leaf_hash
-from translog.note import MAX_NOTE_SIZE
-from translog.policy import WitnessPolicy
-from translog.proof import TlogProof
-from translog.receipt import Promise, Receipt
-from translog.signing import parse_vkey
-from translog.tiles import TileRef
+from translog.formats.event_builder import encode_event
+from translog.formats.event_schema import Query, validate_event
+from translog.formats.proof import TlogProof
+from translog.formats.receipt import Promise, Receipt
+from translog.formats.search_proof import VerifiedPage, verify_search_answer
 
 PUBLISH_WAIT = 10.0
 """Seconds :meth:`LogClient.prove` and :meth:`LogClient.entry` wait for a checkpoint covering
@@ -249,7 +249,7 @@ class LogClient:
         return receipt
 
     async def submit_event(self, event: Mapping[str, Any], *, wait: str = "durable") -> Receipt:
-        """Validate a ``translog.event/v1`` event (:func:`translog.events.builder.build_event`
+        """Validate a ``translog.event/v1`` event (:func:`translog.formats.event_builder.build_event`
         makes one), submit it committed with its ``id`` as the idempotency key, return the
         receipt. An invalid event raises ``EventError`` naming the field, before any request."""
         validate_event(event)

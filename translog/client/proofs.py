@@ -1,7 +1,7 @@
 """Proofs from the log, verified against roots the caller already trusts.
 
 Inclusion and consistency proofs are computed from tlog-tiles
-(:class:`~translog.tiles.TileHashReader`), or taken from the RFC 6962 ``/ct/v1`` API when the
+(:class:`~translog.core.tiles.TileHashReader`), or taken from the RFC 6962 ``/ct/v1`` API when the
 client was made with ``use_ct_api=True``. Leaves come from entry bundles, authenticated in
 groups by a range proof (computed from tiles) that rebuilds the checkpoint's root from the
 leaves' own hashes, so no leaf outside the verified tree is ever returned.
@@ -19,9 +19,8 @@ from translog.client.answers import hash_list
 from translog.client.checkpoints import VerifiedCheckpoint
 from translog.client.fetcher import TileFetcher
 from translog.client.transport import Transport
-from translog.errors import InvalidProofError, MalformedError, VerificationError
-from translog.jsonfields import encode_base64
-from translog.merkle import (
+from translog.core.jsonfields import encode_base64
+from translog.core.merkle import (
     leaf_hash,
     prove_consistency,
     prove_inclusion,
@@ -31,7 +30,8 @@ from translog.merkle import (
     verify_inclusion,
     verify_range,
 )
-from translog.tiles import TILE_WIDTH, TileHashReader, TileRef, decode_bundle
+from translog.core.tiles import TILE_WIDTH, TileHashReader, TileRef, decode_bundle
+from translog.errors import InvalidProofError, MalformedError, VerificationError
 
 _BUNDLES_PER_STEP = 4
 """Bundles verified per range proof in :meth:`Proofs.leaves` (bounds memory: a bundle can

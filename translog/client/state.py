@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from translog.checkpoint import open_checkpoint
 from translog.client.checkpoints import Trusted
+from translog.core.checkpoint import open_checkpoint
+from translog.core.jsonfields import encode_base64
+from translog.core.signing import NoteVerifier
 from translog.errors import ConfigError, MalformedError, TranslogError, VerificationError
-from translog.jsonfields import encode_base64
-from translog.signing import NoteVerifier
 
 
 class State:

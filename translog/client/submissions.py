@@ -2,7 +2,7 @@
 
 Every submission carries idempotency keys (a uuid4 when the caller gives none), so the
 transport may retry it without adding an entry twice. Receipts and promises are checked with
-:mod:`translog.receipt` against the log's vkey and the submitted payloads before they are
+:mod:`translog.formats.receipt` against the log's vkey and the submitted payloads before they are
 returned; checking a receipt's checkpoint against the client's state is the caller's part.
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from translog.client.answers import json_object, served
 from translog.client.transport import Transport
+from translog.core.jsonfields import encode_base64
+from translog.core.leaf import verify_payload
 from translog.errors import MalformedError
-from translog.jsonfields import encode_base64
-from translog.leaf import verify_payload
-from translog.receipt import (
+from translog.formats.receipt import (
     Promise,
     Receipt,
     parse_promise,

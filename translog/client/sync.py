@@ -11,13 +11,13 @@ from typing import Any, TypeVar
 
 from translog.client.checkpoints import VerifiedCheckpoint
 from translog.client.log_client import LogClient
+from translog.core.policy import WitnessPolicy
+from translog.core.tiles import TileRef
 from translog.errors import ConfigError
-from translog.events.proofs import VerifiedPage
-from translog.events.schema import Query
-from translog.policy import WitnessPolicy
-from translog.proof import TlogProof
-from translog.receipt import Promise, Receipt
-from translog.tiles import TileRef
+from translog.formats.event_schema import Query
+from translog.formats.proof import TlogProof
+from translog.formats.receipt import Promise, Receipt
+from translog.formats.search_proof import VerifiedPage
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ compares each with its own, never trusting the peer:
 4. When no candidate verifies, the disagreement stays *unresolved* and is retried every round;
    after ``unproven_rounds`` rounds it is written down as an ``unproven`` misbehaviour file
    with every attempt, for an operator (it is not offline proof; see
-   :mod:`translog.gossip.misbehaviour`).
+   :mod:`translog.formats.misbehaviour`).
 
 Proven split views are written as misbehaviour files (once per pair of checkpoints) into
 ``misbehaviour_dir`` and listed by :meth:`Gossip.status` (``GET /gossip/v1/status``).
@@ -38,7 +38,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from translog.checkpoint import Checkpoint, open_checkpoint
+from translog.core.checkpoint import Checkpoint, open_checkpoint
+from translog.core.jsonfields import Fields, encode_base64
+from translog.core.merkle import HASH_SIZE, verify_consistency
+from translog.core.note import MAX_NOTE_SIZE
+from translog.core.signing import NoteVerifier
 from translog.errors import (
     InvalidProofError,
     MalformedError,
@@ -46,7 +50,7 @@ from translog.errors import (
     NotFoundError,
     TranslogError,
 )
-from translog.gossip.misbehaviour import (
+from translog.formats.misbehaviour import (
     KIND_UNPROVEN,
     Attempt,
     ForkProof,
@@ -54,10 +58,6 @@ from translog.gossip.misbehaviour import (
     classify,
     format_misbehaviour,
 )
-from translog.jsonfields import Fields, encode_base64
-from translog.merkle import HASH_SIZE, verify_consistency
-from translog.note import MAX_NOTE_SIZE
-from translog.signing import NoteVerifier
 
 log = logging.getLogger("translog.gossip")
 

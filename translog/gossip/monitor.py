@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from translog.core.signing import NoteVerifier
 from translog.errors import NotFoundError
-from translog.gossip.misbehaviour import KIND_SAME_SIZE, Misbehaviour
+from translog.formats.misbehaviour import KIND_SAME_SIZE, Misbehaviour
 from translog.monitor.follower import Follower, now_ms
 from translog.monitor.monitor import Monitor
-from translog.signing import NoteVerifier
 
 
 class MonitorView:

@@ -25,14 +25,14 @@ from typing import Any
 
 from aiohttp import web
 
+from translog.core.jsonfields import strict_json
+from translog.core.merkle import leaf_hash
 from translog.errors import ForbiddenError, MalformedError, NotFoundError
-from translog.events import retention as rt
-from translog.events.audit import admin_event, now_ms, ranges
 from translog.http.auth import require
 from translog.http.keys import CONFIG, LOG
-from translog.jsonfields import strict_json
-from translog.merkle import leaf_hash
-from translog.tokens import TokenInfo
+from translog.log import retention as rt
+from translog.log.self_audit import admin_event, now_ms, ranges
+from translog.log.tokens import TokenInfo
 
 log = logging.getLogger("translog.events")
 

@@ -1,6 +1,6 @@
 """The app factory shared by ``translog serve`` and the tests.
 
-``make_app`` wires a :class:`~translog.log.Log` over the given storage into an aiohttp
+``make_app`` wires a :class:`~translog.log.sequencer.Log` over the given storage into an aiohttp
 application: typed ``AppKey`` state, the error middleware, and the route groups
 (``submit``: writes; ``read``: checkpoint, tiles, CT API, payloads; ``ops``: metrics, health,
 OpenAPI). The log's sequencer and publisher start and stop in a ``cleanup_ctx``, so a SIGTERM
@@ -28,17 +28,17 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from translog.config import Config
-from translog.ct import TreeHeadSigner
+from translog.core.ct import TreeHeadSigner
+from translog.core.policy import WitnessPolicy
+from translog.core.signing import NoteSigner
 from translog.errors import ConfigError
 from translog.http import keys, ops, read, search, submit
 from translog.http.errors import error_middleware
 from translog.keyfile import read_private_file
-from translog.log import Log, LogOptions
+from translog.log.sequencer import Log, LogOptions
+from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
-from translog.policy import WitnessPolicy
-from translog.signing import NoteSigner
 from translog.storage.base import Storage
-from translog.tokens import TokenStore
 from translog.witness.client import Cosigner, publication_step
 
 COSIGNER = web.AppKey("translog.cosigner", Cosigner)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from translog.errors import TranslogError
 from translog.http.keys import CONFIG, TOKENS
-from translog.tokens import TokenInfo
+from translog.log.tokens import TokenInfo
 
 
 def bearer(request: web.Request) -> str | None:

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from aiohttp import web
 
 from translog.config import Config
-from translog.log import Log
+from translog.log.sequencer import Log
+from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
-from translog.tokens import TokenStore
 
-LOG = web.AppKey("translog.log", Log)
+LOG = web.AppKey("translog.log.sequencer", Log)
 CONFIG = web.AppKey("translog.config", Config)
 METRICS = web.AppKey("translog.metrics", Metrics)
-TOKENS = web.AppKey("translog.tokens", TokenStore)
+TOKENS = web.AppKey("translog.log.tokens", TokenStore)
 HEALTH_CHECKS = web.AppKey("translog.health_checks", list[Callable[[], list[str]]])
 """Extra /healthz checks (e.g. object-store publication lag): each returns its problems."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from translog.config import Config
+from translog.core.vkey import parse_vkey
 from translog.errors import TranslogError
 from translog.http.keys import HEALTH_CHECKS, LOG, METRICS
 from translog.keyfile import read_private_file
@@ -41,7 +42,6 @@ from translog.publish.store import (
     credentials_from,
     open_store,
 )
-from translog.signing import parse_vkey
 from translog.storage.base import Storage
 
 _log = logging.getLogger("translog.objstore")

@@ -29,11 +29,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-import translog.log
+import translog.log.sequencer
 from translog.errors import ConfigError
 from translog.http.auth import require
 from translog.http.keys import CONFIG, HEALTH_CHECKS, LOG, METRICS
-from translog.log import Log
+from translog.log.sequencer import Log
 
 HEALTH_STALE_INTERVALS = 3
 """/healthz fails once the published checkpoint is older than this many publish intervals."""
@@ -86,14 +86,14 @@ def add_routes(app: web.Application, prefix: str) -> None:
 def _openapi_body(prefix: str, *, events: bool = False) -> bytes:
     """The packaged OpenAPI document with its server URL set to ``prefix``, as JSON bytes.
 
-    With ``events``, the audit-event routes (``translog/events/openapi-events.json``) are added.
+    With ``events``, the audit-event routes (``translog/http/openapi-events.json``) are added.
     """
     try:
         raw = importlib.resources.files("translog.http").joinpath("openapi.json").read_bytes()
         document = json.loads(raw)
         if events:
             extra = json.loads(
-                importlib.resources.files("translog.events")
+                importlib.resources.files("translog.http")
                 .joinpath("openapi-events.json")
                 .read_bytes()
             )
@@ -136,7 +136,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     """Prometheus text: the log's gauges, counters and histograms, then the app registry."""
     if not request.app[CONFIG].server.public_tree:
         require(request, "read")
-    lines = render_log_metrics(request.app[LOG], translog.log.now_ms())
+    lines = render_log_metrics(request.app[LOG], translog.log.sequencer.now_ms())
     text = "\n".join(lines) + "\n" + request.app[METRICS].render()
     return web.Response(
         body=text.encode("utf-8"),
@@ -148,7 +148,7 @@ async def get_healthz(request: web.Request) -> web.Response:
     """200 while the log is healthy; 503 with the reasons once it is not."""
     log = request.app[LOG]
     config = request.app[CONFIG]
-    now = translog.log.now_ms()
+    now = translog.log.sequencer.now_ms()
     reasons = health_problems(log, config.publisher.interval_ms, now)
     for check in request.app.get(HEALTH_CHECKS, ()):
         reasons += check()

@@ -49,15 +49,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_response import ContentCoding
 
-from translog.errors import MalformedError, NotFoundError, StorageCorruptError
-from translog.http.auth import note_payload_read, require
-from translog.http.keys import CONFIG, LOG
-from translog.leaf import KIND_COMMITTED, Leaf, decode_leaf
-from translog.log import Log, SignedCheckpoint
-from translog.merkle import leaf_hash
-from translog.note import decode_base64
-from translog.storage.base import StoredEntry
-from translog.tiles import (
+from translog.core.leaf import KIND_COMMITTED, Leaf, decode_leaf
+from translog.core.merkle import leaf_hash
+from translog.core.note import decode_base64
+from translog.core.tiles import (
     TILE_WIDTH,
     TileRef,
     check_tile_available,
@@ -65,6 +60,11 @@ from translog.tiles import (
     parse_tile_path,
     read_tile,
 )
+from translog.errors import MalformedError, NotFoundError, StorageCorruptError
+from translog.http.auth import note_payload_read, require
+from translog.http.keys import CONFIG, LOG
+from translog.log.sequencer import Log, SignedCheckpoint
+from translog.storage.base import StoredEntry
 
 MAX_GET_ENTRIES = TILE_WIDTH
 """Most entries in one ``get-entries`` answer (RFC 6962 lets a log return fewer)."""

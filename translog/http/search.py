@@ -28,18 +28,18 @@ from typing import Any
 
 from aiohttp import web
 
+from translog.core.leaf import KIND_COMMITTED
+from translog.core.merkle import leaf_hash
 from translog.errors import ForbiddenError, MalformedError, NotFoundError, TranslogError
-from translog.events import index as evindex
-from translog.events.audit import SelfAudit, take_spool
-from translog.events.schema import QUERY_FIELDS, Query, parse_time, try_parse_event
+from translog.formats.event_schema import QUERY_FIELDS, Query, parse_time, try_parse_event
 from translog.http import admin_events, explorer
 from translog.http.auth import require
 from translog.http.keys import CONFIG, LOG
-from translog.leaf import KIND_COMMITTED
-from translog.log import Log
-from translog.merkle import leaf_hash
+from translog.log import event_index as evindex
+from translog.log.self_audit import SelfAudit, take_spool
+from translog.log.sequencer import Log
+from translog.log.tokens import TokenInfo
 from translog.storage.base import StoredEntry
-from translog.tokens import TokenInfo
 
 log = logging.getLogger("translog.events")
 

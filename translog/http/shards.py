@@ -8,7 +8,7 @@
   A frozen log still serves every read, but refuses submissions (HTTP 409) for good.
 * ``GET /logs.json`` is the log list (``translog-log-list/v1``, docs/FORMATS.md §17): each log's
   name, origin, vkey, URL, state, and for a frozen log its final checkpoint and successor, so
-  clients (``translog logs``, :mod:`translog.loglist`) follow a rotation and can check that a
+  clients (``translog logs``, :mod:`translog.formats.loglist`) follow a rotation and can check that a
   frozen log never grows.
 
 shards.toml::
@@ -33,15 +33,15 @@ from typing import Any
 
 from aiohttp import web
 
-from translog.datadir import open_data_dir
 from translog.errors import ConfigError
+from translog.formats.loglist import FROZEN_FILE, LIST_VERSION, read_frozen
 from translog.http import objstore
 from translog.http.app import make_app
 from translog.http.errors import error_middleware
 from translog.http.keys import LOG
-from translog.loglist import FROZEN_FILE, LIST_VERSION, read_frozen
+from translog.log.datadir import open_data_dir
+from translog.log.tokens import TokenStore
 from translog.storage.base import Storage
-from translog.tokens import TokenStore
 
 LOG_LIST = web.AppKey("translog.log_list", list)
 

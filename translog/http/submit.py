@@ -12,7 +12,7 @@ error table in :mod:`translog.http.errors`.
 
 Query parameters (anything else is a 400):
 
-* ``wait=durable`` (default): 200 with a receipt (:mod:`translog.receipt`) once the entries are
+* ``wait=durable`` (default): 200 with a receipt (:mod:`translog.formats.receipt`) once the entries are
   durable, whose checkpoint was signed right after their batch's commit.
 * ``wait=published``: 200 with a receipt over the next checkpoint published on the interval.
 * ``wait=0``: 202 at once with a signed promise per entry (``{"promises": [...]}`` for a
@@ -52,8 +52,18 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from translog.config import Config
+from translog.core.leaf import MAX_INLINE_PAYLOAD
+from translog.core.merkle import HashReader
 from translog.errors import MalformedError, PushbackError, TooLargeError, TranslogError
-from translog.events.schema import validate_payloads
+from translog.formats.event_schema import validate_payloads
+from translog.formats.receipt import (
+    Promise,
+    ReceiptEntry,
+    build_receipt,
+    format_promise,
+    format_receipt,
+    sign_promise,
+)
 from translog.http.auth import require
 from translog.http.errors import (
     RateLimitedError,
@@ -62,19 +72,9 @@ from translog.http.errors import (
     status_for,
 )
 from translog.http.keys import CONFIG, LOG, METRICS
-from translog.leaf import MAX_INLINE_PAYLOAD
-from translog.log import Accepted, Appended, Log, SignedCheckpoint, now_ms
-from translog.merkle import HashReader
+from translog.log.sequencer import Accepted, Appended, Log, SignedCheckpoint, now_ms
+from translog.log.tokens import TokenInfo
 from translog.metrics import LATENCY_BUCKETS, Metrics
-from translog.receipt import (
-    Promise,
-    ReceiptEntry,
-    build_receipt,
-    format_promise,
-    format_receipt,
-    sign_promise,
-)
-from translog.tokens import TokenInfo
 
 log = logging.getLogger("translog.submit")
 

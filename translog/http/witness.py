@@ -24,11 +24,11 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
+from translog.core.signing import NoteVerifier
 from translog.errors import MalformedError
 from translog.gossip.core import Gossip
 from translog.http import gossip as gossip_routes
 from translog.http.errors import error_middleware
-from translog.signing import NoteVerifier
 from translog.witness.core import Witness
 from translog.witness.protocol import MAX_REQUEST_SIZE
 

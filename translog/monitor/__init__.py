@@ -8,10 +8,10 @@ the log's files. Modules:
 * :mod:`~translog.monitor.recompute`: rebuild the tree and its tiles from the entries (pure);
 * :mod:`~translog.monitor.follower`: one log: poll, verify, prove consistency, recompute,
   detect; also the gossip hook (:meth:`Follower.check_foreign`) for witnesses;
-* :mod:`~translog.monitor.rules`: content rules over JSON payloads (pure);
-* :mod:`~translog.monitor.evidence`: evidence files and their offline check (pure);
+* :mod:`~translog.formats.rules`: content rules over JSON payloads (pure);
+* :mod:`~translog.formats.evidence`: evidence files and their offline check (pure);
 * :mod:`~translog.monitor.alerts`: alert lines and sinks (stdout, file, webhook);
 * :mod:`~translog.monitor.monitor`: the long-running process over several logs;
 * :mod:`~translog.monitor.audit`: the one-shot full recompute;
-* :mod:`translog.commands.monitor`: the ``monitor`` and ``audit`` commands.
+* :mod:`translog.cli.monitor`: the ``monitor`` and ``audit`` commands.
 """

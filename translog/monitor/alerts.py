@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import aiohttp
 
 from translog.errors import TranslogError
-from translog.monitor.evidence import SEVERITY
+from translog.formats.evidence import SEVERITY
+from translog.formats.verify import iso_ms
 from translog.monitor.store import Store
-from translog.verify import iso_ms
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from translog.checkpoint import open_checkpoint
 from translog.client.checkpoints import Trusted
+from translog.core.checkpoint import open_checkpoint
 from translog.monitor.alerts import Alert, Reporter
 from translog.monitor.config import LogConfig
 from translog.monitor.follower import Follower

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from translog.core.vkey import parse_vkey
 from translog.errors import ConfigError, MalformedError
-from translog.monitor.rules import Rule, rule_from_config
-from translog.signing import parse_vkey
+from translog.formats.rules import Rule, rule_from_config
 from translog.witness.config import GossipConfig, parse_gossip
 
 

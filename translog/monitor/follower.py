@@ -40,7 +40,6 @@ from typing import Any
 
 import aiohttp
 
-from translog.checkpoint import Checkpoint, open_checkpoint
 from translog.client.answers import leaf_entry
 from translog.client.checkpoints import Trusted, VerifiedCheckpoint
 from translog.client.entries import EntryReader
@@ -48,6 +47,27 @@ from translog.client.fetcher import MAX_BUNDLE_BYTES, TileFetcher
 from translog.client.log_client import LogClient
 from translog.client.proofs import Proofs
 from translog.client.transport import Transport
+from translog.core.checkpoint import Checkpoint, open_checkpoint
+from translog.core.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    leaf_hash,
+    prove_node_inclusion,
+    prove_range,
+    root_from_node_proof,
+    verify_consistency,
+)
+from translog.core.policy import WitnessPolicy, parse_policy
+from translog.core.signing import NoteVerifier
+from translog.core.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    TileHashReader,
+    TileRef,
+    decode_bundle,
+    partial_width,
+)
+from translog.core.vkey import parse_vkey
 from translog.errors import (
     AuthError,
     ForbiddenError,
@@ -60,33 +80,14 @@ from translog.errors import (
     TranslogError,
     VerificationError,
 )
-from translog.merkle import (
-    EMPTY_ROOT,
-    HASH_SIZE,
-    leaf_hash,
-    prove_node_inclusion,
-    prove_range,
-    root_from_node_proof,
-    verify_consistency,
-)
+from translog.formats.evidence import b64, evidence, hash_list, note_text
+from translog.formats.receipt import format_promise, parse_promise, verify_promise
+from translog.formats.rules import Firing, Rule, RuleEngine, parse_payload
 from translog.monitor.alerts import Alert, Reporter
 from translog.monitor.config import LogConfig
-from translog.monitor.evidence import b64, evidence, hash_list, note_text
 from translog.monitor.pipeline import Pipeline, PipelineError
 from translog.monitor.recompute import TreeBuilder, bundle_leaf_hashes, split_edge
-from translog.monitor.rules import Firing, Rule, RuleEngine, parse_payload
 from translog.monitor.store import Availability, LogState, PromiseRecord, Store
-from translog.policy import WitnessPolicy, parse_policy
-from translog.receipt import format_promise, parse_promise, verify_promise
-from translog.signing import NoteVerifier, parse_vkey
-from translog.tiles import (
-    TILE_HEIGHT,
-    TILE_WIDTH,
-    TileHashReader,
-    TileRef,
-    decode_bundle,
-    partial_width,
-)
 
 FETCH_WINDOW = 32
 """Bundle and tile requests kept in flight during a recomputation."""

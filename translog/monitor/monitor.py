@@ -4,7 +4,7 @@
 file.
 
 With ``[[log_list]]`` it also reads published log lists (``/logs.json``, verified by
-:func:`translog.loglist.parse_log_list`) before each round of polls, follows every listed log
+:func:`translog.formats.loglist.parse_log_list`) before each round of polls, follows every listed log
 whose vkey is pinned in the config (a successor announced on rotation is picked up on the next
 read of the list), and gives a frozen log's follower its final checkpoint, so a frozen log that
 stays at it is never ``stale``. It is also the hook for gossip (witnesses, other monitors):
@@ -27,7 +27,7 @@ from typing import Any
 from translog.client.checkpoints import VerifiedCheckpoint
 from translog.client.transport import Transport
 from translog.errors import NotFoundError, TranslogError
-from translog.loglist import parse_log_list
+from translog.formats.loglist import parse_log_list
 from translog.monitor.alerts import FileSink, Reporter, Sink, StreamSink, WebhookSink
 from translog.monitor.config import LogConfig, LogListConfig, MonitorConfig
 from translog.monitor.follower import Follower, SplitViewError, now_ms

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from translog.core.merkle import HASH_SIZE, tree_hash
+from translog.core.tiles import TILE_HEIGHT, TILE_WIDTH, TileHashReader, TileRef, partial_width
 from translog.errors import MalformedError
-from translog.merkle import HASH_SIZE, tree_hash
-from translog.tiles import TILE_HEIGHT, TILE_WIDTH, TileHashReader, TileRef, partial_width
 
 TILE_BYTES = TILE_WIDTH * HASH_SIZE
 _sha256 = hashlib.sha256

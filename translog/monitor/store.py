@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from translog.errors import ConfigError, StorageError
-from translog.monitor.rules import Hit
+from translog.formats.rules import Hit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from translog.core.tiles import TILE_HEIGHT, TILE_WIDTH, TileRef, format_index
 from translog.errors import MalformedError
-from translog.tiles import TILE_HEIGHT, TILE_WIDTH, TileRef, format_index
 
 CHECKPOINT_KEY = "checkpoint"
 LEASE_KEY = "lease"

@@ -41,15 +41,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from translog.checkpoint import open_checkpoint
+from translog.core.checkpoint import open_checkpoint
+from translog.core.leaf import KIND_COMMITTED
+from translog.core.tiles import TILE_WIDTH, TileRef, encode_bundle, read_tile
+from translog.core.vkey import parse_vkey
 from translog.errors import StorageCorruptError, StorageError, TranslogError
-from translog.leaf import KIND_COMMITTED
-from translog.log import SignedCheckpoint
+from translog.log.sequencer import SignedCheckpoint
 from translog.publish import layout
 from translog.publish.store import ObjectStore, PreconditionFailedError, StoredObject
-from translog.signing import parse_vkey
 from translog.storage.base import Storage, StoredEntry
-from translog.tiles import TILE_WIDTH, TileRef, encode_bundle, read_tile
 
 log = logging.getLogger("translog.publish")
 
@@ -71,7 +71,7 @@ class PublisherOptions:
 
 
 class PublishSource(Protocol):
-    """What the publisher reads: a :class:`~translog.log.Log`, or a mirror's verified copy."""
+    """What the publisher reads: a :class:`~translog.log.sequencer.Log`, or a mirror's verified copy."""
 
     storage: Storage
     origin: str

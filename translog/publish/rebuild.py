@@ -24,15 +24,15 @@ import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from translog.checkpoint import open_checkpoint
+from translog.core.checkpoint import open_checkpoint
+from translog.core.leaf import KIND_COMMITTED, commitment, decode_leaf
+from translog.core.merkle import Frontier, leaf_hash, tree_hash
+from translog.core.signing import NoteVerifier
+from translog.core.tiles import TILE_WIDTH, TileRef, decode_bundle
 from translog.errors import MalformedError, NotFoundError, StorageCorruptError, TranslogError
-from translog.leaf import KIND_COMMITTED, commitment, decode_leaf
-from translog.merkle import Frontier, leaf_hash, tree_hash
 from translog.publish import layout
 from translog.publish.store import ObjectStore
-from translog.signing import NoteVerifier
 from translog.storage.base import NewEntry, Storage, StoredCheckpoint, WriteBatch
-from translog.tiles import TILE_WIDTH, TileRef, decode_bundle
 
 BATCH_ENTRIES = 65_536
 FETCH_AHEAD = 32

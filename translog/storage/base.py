@@ -103,7 +103,7 @@ class WriteBatch:
 
     ``nodes`` lists every complete tree node the batch creates, as (level, index, hash):
     the leaf hashes at level 0 and each interior node completed by the batch. The sequencer
-    passes a :class:`~translog.merkle.NodeLevels` (the same triples, held level by level) and
+    passes a :class:`~translog.core.merkle.NodeLevels` (the same triples, held level by level) and
     ``entries`` as :class:`EntryColumns`; a backend may use either form's lists directly.
     ``dedupe`` maps idempotency-key digests to the index of the entry they created.
     """

@@ -25,7 +25,7 @@ sub-database              key                         value
 ``promised``              u64 promise sequence        u8 key length || key || entry value
                                                       (accepted with ?wait=0, not yet sequenced)
 ``index``                 tag byte || ...             secondary indexes of audit events
-                                                      (translog/events/index.py owns the keys)
+                                                      (translog/log/event_index.py owns the keys)
 ========================  ==========================  ==========================================
 
 Entry records (docs/FORMATS.md §7) come in three shapes, told apart by the byte at offset 9,
@@ -92,8 +92,9 @@ from typing import Any, cast
 
 import lmdb
 
+from translog.core.merkle import NodeLevels
+from translog.core.tiles import TILE_WIDTH
 from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
-from translog.merkle import NodeLevels
 from translog.storage import leafindex
 from translog.storage.base import (
     EntryColumns,
@@ -103,7 +104,6 @@ from translog.storage.base import (
     StoredEntry,
     WriteBatch,
 )
-from translog.tiles import TILE_WIDTH
 
 CHUNK = 62
 """Hashes per stored chunk: two chunk records fill one 4 KiB LMDB leaf page."""

@@ -19,9 +19,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
+from translog.core.tiles import TILE_WIDTH
 from translog.errors import NotFoundError, StorageCorruptError, StorageError, StorageFullError
 from translog.storage.base import PromisedEntry, StoredCheckpoint, StoredEntry, WriteBatch
-from translog.tiles import TILE_WIDTH
 
 Fault = Literal["before", "after", "full"]
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field, replace
 
 import aiohttp
 
-from translog.checkpoint import parse_checkpoint
+from translog.core.checkpoint import parse_checkpoint
+from translog.core.note import MAX_SIGNATURES, NoteSignature, parse_note
+from translog.core.policy import WitnessPolicy
+from translog.core.signing import CosignatureVerifier
 from translog.errors import ConfigError, NetworkError, TranslogError, VerificationError
-from translog.log import Cosign, SignedCheckpoint
-from translog.note import MAX_SIGNATURES, NoteSignature, parse_note
-from translog.policy import WitnessPolicy
-from translog.signing import CosignatureVerifier
+from translog.log.sequencer import Cosign, SignedCheckpoint
 from translog.witness.protocol import (
     SIZE_CONTENT_TYPE,
     format_add_checkpoint,
@@ -191,7 +191,7 @@ class Cosigner:
 
 
 def publication_step(cosigner: Cosigner, *, require_quorum: bool) -> Cosign:
-    """The :data:`translog.log.Cosign` step for a log: cosign, and withhold without quorum."""
+    """The :data:`translog.log.sequencer.Cosign` step for a log: cosign, and withhold without quorum."""
 
     async def cosign(signed: SignedCheckpoint) -> SignedCheckpoint | None:
         result = await cosigner.cosign(signed.note)

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from translog.core.signing import NoteVerifier
+from translog.core.vkey import parse_vkey
 from translog.errors import ConfigError, TranslogError
-from translog.signing import NoteVerifier, parse_vkey
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from translog.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
+from translog.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
+from translog.core.merkle import EMPTY_ROOT, verify_consistency
+from translog.core.note import Note, format_note, parse_note
+from translog.core.signing import CosignatureSigner, NoteVerifier
 from translog.errors import (
     ConflictError,
     ForbiddenError,
@@ -40,10 +43,7 @@ from translog.errors import (
     TranslogError,
     VerificationError,
 )
-from translog.gossip.misbehaviour import KIND_SAME_SIZE, Attempt, Misbehaviour
-from translog.merkle import EMPTY_ROOT, verify_consistency
-from translog.note import Note, format_note, parse_note
-from translog.signing import CosignatureSigner, NoteVerifier
+from translog.formats.misbehaviour import KIND_SAME_SIZE, Attempt, Misbehaviour
 from translog.witness.protocol import format_cosignatures, parse_add_checkpoint
 from translog.witness.state import WitnessRecord, WitnessState
 

@@ -17,9 +17,9 @@ import base64
 import re
 from dataclasses import dataclass
 
+from translog.core.merkle import HASH_SIZE
+from translog.core.note import MAX_NOTE_SIZE, NoteSignature, decode_base64, parse_note
 from translog.errors import MalformedError
-from translog.merkle import HASH_SIZE
-from translog.note import MAX_NOTE_SIZE, NoteSignature, decode_base64, parse_note
 
 MAX_PROOF_LINES = 63
 """The spec's cap on consistency-proof lines."""

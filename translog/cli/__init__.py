@@ -1,0 +1,8 @@
+"""The ``translog`` command line: every command, with its shared helpers public inside the package.
+
+:func:`main` is the console entry point (``translog = "translog.cli:main"``).
+"""
+
+from translog.cli.main import main as main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""The multi-process server: one hub process owns the log, workers serve HTTP."""

@@ -1,0 +1,1 @@
+"""The log: sequencer, checkpoint publisher, submission semantics, fsck, the data directory."""
