@@ -119,7 +119,7 @@ def batch_body(count: int) -> bytes:
 def translog_exe() -> list[str]:
     """The ``translog`` console script beside this interpreter, else ``python -m``."""
     exe = Path(sys.executable).parent / "translog"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "translog.cli.main"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "translog.cli.command"]
 
 
 def cli(*args: str) -> str:

@@ -9,7 +9,7 @@
   ends on shutdown) to ``PREFIX.<thread name>.pstats``. Stop the server with SIGTERM so that
   the profiles are written.
 
-Everything after ``--`` goes to ``translog.cli.main.main`` unchanged.
+Everything after ``--`` goes to ``translog.cli.command.main`` unchanged.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _profile_threads(prefix: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse our options, then hand the rest to ``translog.cli.main.main``."""
+    """Parse our options, then hand the rest to ``translog.cli.command.main``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     ours, rest = (
         (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else ([], argv)
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    from translog.cli.main import main as cli_main
+    from translog.cli.command import main as cli_main
 
     if not args.profile:
         return cli_main(rest)

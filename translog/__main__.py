@@ -2,6 +2,6 @@
 
 import sys
 
-from translog.cli.main import main
+from translog.cli.command import main
 
 sys.exit(main())

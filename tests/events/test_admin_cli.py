@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.events.helpers import ClientFactory
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.config import Config, EventsSection, LogSection
 from translog.formats.event_schema import parse_event
 from translog.http.app import make_app

@@ -11,7 +11,7 @@ import pytest
 
 from tests.events.helpers import events_config, make_events
 from tests.integration.logservers import ThreadedServer
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.client import SyncLogClient
 from translog.core.signing import NoteSigner
 from translog.formats.bundle import parse_bundle

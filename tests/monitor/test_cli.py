@@ -9,7 +9,7 @@ import pytest
 
 from tests.monitor.fakelog import MaliciousServer
 from tests.monitor.helpers import make_log
-from translog.cli.main import main
+from translog.cli.command import main
 
 
 @pytest.fixture

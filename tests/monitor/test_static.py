@@ -13,7 +13,7 @@ from aiohttp import web
 from tests.integration.logservers import ThreadedServer
 from tests.monitor.fakelog import Key, TileLog
 from tests.monitor.helpers import ListSink, check_offline
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.formats.rules import rule_from_config
 from translog.monitor.alerts import Reporter
 from translog.monitor.config import LogConfig

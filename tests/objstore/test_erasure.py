@@ -14,7 +14,7 @@ import pytest
 
 from tests.events.helpers import make_events
 from tests.objstore.conftest import until
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.config import EventsSection, ObjectStoreSection, PublisherSection, format_config
 from translog.core.merkle import leaf_hash, verify_inclusion
 from translog.formats.event_builder import encode_event

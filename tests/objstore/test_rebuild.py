@@ -13,7 +13,7 @@ import pytest
 
 from tests.objstore.conftest import Gateway, until
 from tests.objstore.test_erasure import publish_erase_rebuild
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.config import ObjectStoreSection, PublisherSection, format_config
 from translog.core.leaf import decode_leaf
 from translog.core.merkle import leaf_hash, verify_consistency, verify_inclusion

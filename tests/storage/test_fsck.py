@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.core.vkey import parse_vkey
 from translog.errors import StorageCorruptError
 from translog.log.datadir import init_data_dir, open_data_dir

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.core.vkey import parse_vkey
 from translog.errors import ConfigError
 from translog.log.datadir import open_data_dir

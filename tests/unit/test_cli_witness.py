@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
 from translog.core.signing import CosignatureSigner, NoteSigner
 from translog.core.vkey import parse_vkey

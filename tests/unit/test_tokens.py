@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from translog.cli.main import main
+from translog.cli.command import main
 from translog.errors import AuthError, ConfigError, ForbiddenError, NotFoundError
 from translog.log.tokens import TOKEN_PREFIX, TokenStore
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from translog.cli import main as cli
+from translog.cli import command as cli
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
 from translog.core.leaf import committed_leaf, inline_leaf
 from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
@@ -345,7 +345,7 @@ def test_cli_verify_runs_without_aiohttp_and_lmdb_installed(files: dict[str, Pat
         "import sys\n"
         "sys.modules['aiohttp'] = None\n"
         "sys.modules['lmdb'] = None\n"
-        "from translog.cli.main import main\n"
+        "from translog.cli.command import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     for name in ("receipt.json", "e4.tlog-proof", "period.bundle.json.gz"):

@@ -3,6 +3,6 @@
 :func:`main` is the console entry point (``translog = "translog.cli:main"``).
 """
 
-from translog.cli.main import main as main
+from translog.cli.command import main as main
 
 __all__ = ["main"]

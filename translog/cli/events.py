@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from translog.cli.main import EXIT_OK, _data_arg, _data_config, _Progress
+from translog.cli.command import EXIT_OK, _data_arg, _data_config, _Progress
 from translog.errors import (
     AuthError,
     ConfigError,
@@ -63,7 +63,7 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from translog.cli.main import _read_file, _vkey, _write_file
+    from translog.cli.command import _read_file, _vkey, _write_file
     from translog.formats.bundle import parse_bundle, verify_bundle, with_summary
     from translog.formats.event_summary import render_html
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from translog.cli.main import (
+from translog.cli.command import (
     EXIT_ERROR,
     EXIT_INCONSISTENT,
     EXIT_OK,
