@@ -206,9 +206,10 @@ def private_imports(graph: list[Import]) -> list[str]:
     bad = []
     for imp in graph:
         for n in imp.names:
-            if n.startswith("_") and not (n.startswith("__") and n.endswith("__")):
-                if (imp.importer, f"{imp.imported}.{n}") not in EXEMPT:
-                    bad.append(f"{imp.where()}: private name {n}")
+            dunder = n.startswith("__") and n.endswith("__")
+            exempt = (imp.importer, f"{imp.imported}.{n}") in EXEMPT
+            if n.startswith("_") and not dunder and not exempt:
+                bad.append(f"{imp.where()}: private name {n}")
     return bad
 
 

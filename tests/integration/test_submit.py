@@ -1,6 +1,7 @@
 """In-process tests of the write API: POST /add and /add-batch, receipts, promises, every error.
 
-Every receipt is checked offline with ``translog.formats.receipt.verify_receipt`` and the log's vkey,
+Every receipt is checked offline with ``translog.formats.receipt.verify_receipt`` and the log's
+vkey,
 and against the stored tree. Errors are checked for their status, JSON body and a reason that
 names what failed.
 """

@@ -1,4 +1,5 @@
-"""The worker's HTTP/1.1 client for reads proxied to the log process (translog.http.multiprocess.worker)."""
+"""The worker's HTTP/1.1 client for reads proxied to the log process
+(translog.http.multiprocess.worker)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""translog.core.tiles: C2SP tlog-tiles paths, widths, tile contents, entry bundles, TileHashReader."""
+"""translog.core.tiles: C2SP tlog-tiles paths, widths, tile contents, entry bundles,
+TileHashReader."""
 
 from __future__ import annotations
 

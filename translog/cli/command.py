@@ -313,7 +313,8 @@ def _iso(ms: int) -> str:
 # -- client commands -------------------------------------------------------------------------
 #
 # submit, prove, checkpoint, consistency and export talk to a log over HTTP through
-# translog.client (imported lazily). verify is offline: it imports translog.formats.verify only, never
+# translog.client (imported lazily). verify is offline: it imports translog.formats.verify only,
+# never
 # aiohttp, so it runs where the network stack is not even installed.
 
 TOKEN_ENV = "TRANSLOG_TOKEN"

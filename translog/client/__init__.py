@@ -16,7 +16,8 @@ policy, and check every answer against them:
   ``use_ct_api=True``, and always verified against a verified root
   (:mod:`~translog.client.proofs`).
 * **Entries** are authenticated by a range proof over their entry bundle against a verified
-  checkpoint; leaves, receipts, promises and payloads are checked with :mod:`translog.formats.receipt`
+  checkpoint; leaves, receipts, promises and payloads are checked with
+  :mod:`translog.formats.receipt`
   and :mod:`translog.core.leaf`. Verified tiles and bundles are cached (they are immutable); tiles
   that fail verification are never cached (:mod:`~translog.client.fetcher`).
 

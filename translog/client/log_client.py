@@ -249,7 +249,8 @@ class LogClient:
         return receipt
 
     async def submit_event(self, event: Mapping[str, Any], *, wait: str = "durable") -> Receipt:
-        """Validate a ``translog.event/v1`` event (:func:`translog.formats.event_builder.build_event`
+        """Validate a ``translog.event/v1`` event
+        (:func:`translog.formats.event_builder.build_event`
         makes one), submit it committed with its ``id`` as the idempotency key, return the
         receipt. An invalid event raises ``EventError`` naming the field, before any request."""
         validate_event(event)

@@ -8,11 +8,13 @@ Key and verifier types (c2sp.org/signed-note type bytes):
   a cosignature key (same Ed25519 key, key ID recomputed with type 0x04), as
   transparency-dev/formats does.
 * ``0x05`` RFC 6962 ``TreeHeadSignature`` note signatures (c2sp.org/tlog-checkpoint) live in
-  :mod:`translog.core.ct` (:class:`~translog.core.ct.RFC6962Verifier`, :class:`~translog.core.ct.TreeHeadSigner`),
+  :mod:`translog.core.ct` (:class:`~translog.core.ct.RFC6962Verifier`,
+  :class:`~translog.core.ct.TreeHeadSigner`),
   which builds on this module. Private key files are :mod:`translog.keyfile`.
 
 Every verifier class derives from :class:`NoteVerifier` and carries a ``key_type``, so
-:func:`open_note` takes any mix of them. :func:`translog.core.vkey.parse_vkey` picks the class from the vkey's
+:func:`open_note` takes any mix of them. :func:`translog.core.vkey.parse_vkey` picks the class from
+the vkey's
 type byte.
 
 The only third-party exception handled here, ``cryptography``'s ``InvalidSignature``, is

@@ -1,10 +1,12 @@
 """Receipts for a run of consecutive entries, derived from one range proof.
 
-The multi-process server (:mod:`translog.http.multiprocess.worker`) sends the log process every entry of
+The multi-process server (:mod:`translog.http.multiprocess.worker`) sends the log process every
+entry of
 one event-loop tick in one message; the log process sequences them as one group, so they get
 consecutive indexes ``[start, end)``, and answers with one range proof
 (:func:`translog.core.merkle.prove_range`) for the whole run. This module turns that answer into
-the usual receipts (``translog-receipt/v1``, :mod:`translog.formats.receipt`): for a single entry its
+the usual receipts (``translog-receipt/v1``, :mod:`translog.formats.receipt`): for a single entry
+its
 RFC 9162 inclusion proof, for a batch request the range proof of its own sub-run. Nothing here
 changes the wire format; the JSON is byte for byte what
 ``json.dumps(format_receipt(...), separators=(",", ":"))`` gives, only built without an

@@ -5,7 +5,8 @@ leaf, leaf hash, timestamp and (committed leaves only) the salt, plus the Merkle
 entries are in the checkpoint's tree. It verifies with nothing but the log's verifier key.
 
 * A single receipt is flat and carries the entry's RFC 9162 ``inclusion_proof``.
-* A batch receipt carries ``entries`` and one ``range_proof`` (:func:`translog.core.merkle.prove_range`)
+* A batch receipt carries ``entries`` and one ``range_proof``
+  (:func:`translog.core.merkle.prove_range`)
   for the longest run of consecutive indexes; an entry outside that run (an idempotent
   duplicate of an older entry, say) carries its own ``inclusion_proof``. A client derives a
   standard per-entry inclusion proof with :func:`translog.core.merkle.inclusion_proofs_from_range`.
@@ -72,7 +73,8 @@ class ReceiptEntry:
 
 @dataclass(frozen=True, slots=True)
 class RangeProof:
-    """A range proof for the leaves ``[start, end)`` (see :func:`translog.core.merkle.prove_range`)."""
+    """A range proof for the leaves ``[start, end)`` (see
+    :func:`translog.core.merkle.prove_range`)."""
 
     start: int
     end: int

@@ -5,13 +5,13 @@
 ==============  ========================================  =====================================
 kind            recognised by                             checked with
 ==============  ========================================  =====================================
-``receipt``     JSON ``"format": "translog-receipt/v1"``  :func:`translog.formats.receipt.verify_receipt`
+``receipt``     JSON ``"format": "translog-receipt/v1"``  ``receipt.verify_receipt``
 ``receipts``    NDJSON, one receipt per line              the same, for every line
-``promise``     JSON ``"format": "translog-promise/v1"``  :func:`translog.formats.receipt.verify_promise`
-``proof``       first line ``c2sp.org/tlog-proof@v1``     :func:`translog.formats.proof.verify_proof`
-``bundle``      JSON ``translog-bundle/v1``, or gzip      :func:`translog.formats.bundle.verify_bundle`
+``promise``     JSON ``"format": "translog-promise/v1"``  ``receipt.verify_promise``
+``proof``       first line ``c2sp.org/tlog-proof@v1``     ``proof.verify_proof``
+``bundle``      JSON ``translog-bundle/v1``, or gzip      ``bundle.verify_bundle``
 ``checkpoint``  a signed note                             ``checkpoint.open_checkpoint``
-``evidence``    JSON ``translog-monitor-evidence/v1``     ``monitor.evidence.verify_evidence``
+``evidence``    JSON ``translog-monitor-evidence/v1``     ``evidence.verify_evidence``
                 (or ``translog-evidence/v1``)
 ==============  ========================================  =====================================
 

@@ -8,7 +8,8 @@
   A frozen log still serves every read, but refuses submissions (HTTP 409) for good.
 * ``GET /logs.json`` is the log list (``translog-log-list/v1``, docs/FORMATS.md §17): each log's
   name, origin, vkey, URL, state, and for a frozen log its final checkpoint and successor, so
-  clients (``translog logs``, :mod:`translog.formats.loglist`) follow a rotation and can check that a
+  clients (``translog logs``, :mod:`translog.formats.loglist`) follow a rotation and can check that
+  a
   frozen log never grows.
 
 shards.toml::

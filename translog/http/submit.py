@@ -12,7 +12,8 @@ error table in :mod:`translog.http.errors`.
 
 Query parameters (anything else is a 400):
 
-* ``wait=durable`` (default): 200 with a receipt (:mod:`translog.formats.receipt`) once the entries are
+* ``wait=durable`` (default): 200 with a receipt (:mod:`translog.formats.receipt`) once the entries
+  are
   durable, whose checkpoint was signed right after their batch's commit.
 * ``wait=published``: 200 with a receipt over the next checkpoint published on the interval.
 * ``wait=0``: 202 at once with a signed promise per entry (``{"promises": [...]}`` for a

@@ -4,7 +4,8 @@
 file.
 
 With ``[[log_list]]`` it also reads published log lists (``/logs.json``, verified by
-:func:`translog.formats.loglist.parse_log_list`) before each round of polls, follows every listed log
+:func:`translog.formats.loglist.parse_log_list`) before each round of polls, follows every listed
+log
 whose vkey is pinned in the config (a successor announced on rotation is picked up on the next
 read of the list), and gives a frozen log's follower its final checkpoint, so a frozen log that
 stays at it is never ``stale``. It is also the hook for gossip (witnesses, other monitors):

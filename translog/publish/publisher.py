@@ -71,7 +71,8 @@ class PublisherOptions:
 
 
 class PublishSource(Protocol):
-    """What the publisher reads: a :class:`~translog.log.sequencer.Log`, or a mirror's verified copy."""
+    """What the publisher reads: a :class:`~translog.log.sequencer.Log`, or a mirror's verified
+    copy."""
 
     storage: Storage
     origin: str

@@ -191,7 +191,8 @@ class Cosigner:
 
 
 def publication_step(cosigner: Cosigner, *, require_quorum: bool) -> Cosign:
-    """The :data:`translog.log.sequencer.Cosign` step for a log: cosign, and withhold without quorum."""
+    """The :data:`translog.log.sequencer.Cosign` step for a log: cosign, and withhold without
+    quorum."""
 
     async def cosign(signed: SignedCheckpoint) -> SignedCheckpoint | None:
         result = await cosigner.cosign(signed.note)

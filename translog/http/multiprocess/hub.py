@@ -1,6 +1,7 @@
 """The log process of the multi-process server (``server.workers`` >= 1).
 
-``translog serve`` with N workers runs N HTTP worker processes (:mod:`translog.http.multiprocess.worker`)
+``translog serve`` with N workers runs N HTTP worker processes
+(:mod:`translog.http.multiprocess.worker`)
 and this process, which owns everything stateful: the LMDB environment, the :class:`Log`
 (pool, sequencer, writer thread, publisher), the metrics registry, rate buckets and
 idempotency state. It does not listen on TCP itself:

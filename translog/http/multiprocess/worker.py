@@ -1,6 +1,7 @@
 """An HTTP worker process of the multi-process server (``server.workers`` >= 1).
 
-Started by the log process (:mod:`translog.http.multiprocess.hub`) as ``python -m translog.http.multiprocess.worker FD
+Started by the log process (:mod:`translog.http.multiprocess.hub`) as ``python -m
+translog.http.multiprocess.worker FD
 N``, where FD is its end of a private ``socketpair``. It binds the server's port with
 ``SO_REUSEPORT`` (the kernel spreads connections over the workers), answers every request,
 and writes the access log. It opens the storage read-only, for full tiles and bundles.
@@ -10,7 +11,8 @@ and writes the access log. It opens the storage read-only, for full tiles and bu
   reads and parses the body, checks the limits, draws the salts and computes the commitments,
   and hands the entries to the log process, coalescing every such request of one event-loop
   tick into one message. The answer (one range proof for the whole message, once the entries
-  are durable in a signed tree) becomes each request's receipt here (:mod:`translog.formats.fastreceipt`),
+  are durable in a signed tree) becomes each request's receipt here
+  (:mod:`translog.formats.fastreceipt`),
   checked against the checkpoint's root before it is sent.
 * **Everything else**, and every request the fast path would refuse, is proxied to the log
   process's ordinary app, so its answer, status, headers and error are exactly those of the
