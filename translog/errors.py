@@ -1,10 +1,11 @@
 """The whole translog exception hierarchy.
 
-Every error translog raises derives from :class:`TranslogError`. Third-party exceptions are
-mapped once, at the module that touches the library (``lmdb.Error`` in ``storage/lmdb.py``,
-``InvalidSignature`` in ``signing.py``, msgpack errors in ``encoding``, aiohttp client errors in
-``client.py``). The HTTP layer maps these classes to status codes in exactly one table
-(``translog/http/errors.py``) and the CLI maps them to exit codes in ``cli.py``.
+Every error translog raises derives from :class:`TranslogError`, and every exception class is
+defined here, grouped by the layer that raises it. Third-party exceptions are mapped once, at
+the module that touches the library (``lmdb.Error`` in ``storage/lmdb.py``,
+``InvalidSignature`` in ``core/signing.py``, aiohttp client errors in ``client/transport.py``).
+The HTTP layer maps these classes to status codes in exactly one table
+(``translog/http/errors.py``) and the CLI maps them to exit codes in ``cli/command.py``.
 
 Messages are lowercase, say what failed, and include the numbers involved.
 """
@@ -12,6 +13,8 @@ Messages are lowercase, say what failed, and include the numbers involved.
 from __future__ import annotations
 
 from typing import Any
+
+# -- the root and the kinds every layer uses ------------------------------------------------
 
 
 class TranslogError(Exception):
@@ -62,6 +65,9 @@ class PushbackError(TranslogError):
         self.retry_after = retry_after
 
 
+# -- verification (core): proofs, signatures, consistency -----------------------------------
+
+
 class VerificationError(TranslogError):
     """Any proof or signature failure."""
 
@@ -90,8 +96,14 @@ class InconsistencyError(VerificationError):
         self.proof = proof
 
 
-class NetworkError(TranslogError):
-    """A client-side transport failure."""
+# -- formats: the audit-event schema --------------------------------------------------------
+
+
+class EventError(MalformedError):
+    """An event does not follow the schema; the message names the field."""
+
+
+# -- storage and the log --------------------------------------------------------------------
 
 
 class StorageError(TranslogError):
@@ -108,3 +120,79 @@ class StorageCorruptError(StorageError):
 
 class SequencerFatalError(StorageError):
     """The sequencer stopped: the state after a failed commit is unknown."""
+
+
+class ProblemLimitError(TranslogError):
+    """fsck found ``max_problems`` problems and stops checking.
+
+    Internal to :func:`translog.log.fsck.fsck`, which catches it and returns its report.
+    """
+
+
+# -- client: talking to a log over HTTP -----------------------------------------------------
+
+
+class NetworkError(TranslogError):
+    """A client-side transport failure."""
+
+
+class TooLargeAnswerError(NetworkError):
+    """An answer longer than the limit for its kind; retrying would not help."""
+
+
+# -- publish: object stores, the single-writer lease, the publisher, mirrors ----------------
+
+
+class ObjectStoreError(TranslogError):
+    """An object store request failed (network, permissions, missing bucket)."""
+
+
+class PreconditionFailedError(ObjectStoreError):
+    """A conditional write lost: the object exists (create-only) or changed (replace-only)."""
+
+
+class LeaseHeldError(TranslogError):
+    """Another instance holds the lease."""
+
+    def __init__(self, message: str, record: Any = None) -> None:
+        """Keep the holder's record (a ``translog.publish.lease.LeaseRecord``, or None) for
+        callers that wait for its expiry."""
+        super().__init__(message)
+        self.record = record
+
+
+class LeaseLostError(TranslogError):
+    """This instance no longer holds the lease: it must not write."""
+
+
+class PublicationHaltedError(TranslogError):
+    """The store holds data this log did not write (another writer): publication stopped."""
+
+
+class TileMismatchError(TranslogError):
+    """The source serves a tile that differs from the one its own verified entries give."""
+
+
+# -- monitor --------------------------------------------------------------------------------
+
+
+class PipelineError(NetworkError):
+    """A pipelined request failed; retry it through the regular transport."""
+
+
+# -- http: errors only the front end raises -------------------------------------------------
+
+
+class RateLimitedError(PushbackError):
+    """A token exceeded its submission rate (HTTP 429 + Retry-After).
+
+    HTTP-only: rate limits are a property of tokens at the front end, not of the log.
+    """
+
+
+class UnsupportedMediaTypeError(MalformedError):
+    """A request body of a content type the route does not accept (HTTP 415)."""
+
+
+class RequestTimeoutError(MalformedError):
+    """The request body did not arrive within ``server.body_timeout_ms`` (HTTP 408)."""

@@ -10,11 +10,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from translog.errors import MalformedError
+from translog.errors import EventError, MalformedError
 from translog.formats.event_builder import build_event, encode_event
 from translog.formats.event_schema import (
     SCHEMA,
-    EventError,
     Query,
     index_terms,
     parse_event,

@@ -13,8 +13,9 @@ from tests.integration.logservers import ThreadedServer
 from translog.client import SyncLogClient
 from translog.client.handler import TranslogHandler
 from translog.core.signing import NoteSigner
+from translog.errors import EventError
 from translog.formats.event_builder import build_event
-from translog.formats.event_schema import EventError, parse_event
+from translog.formats.event_schema import parse_event
 from translog.http.app import make_app
 from translog.log.tokens import TokenStore
 from translog.storage.memory import MemoryStorage

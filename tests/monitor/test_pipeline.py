@@ -10,9 +10,9 @@ from tests.monitor.fakelog import MaliciousServer
 from tests.monitor.helpers import make_log
 from translog.client.transport import Transport
 from translog.core.tiles import TileRef
-from translog.errors import NotFoundError
+from translog.errors import NotFoundError, PipelineError
 from translog.monitor.follower import _in_order
-from translog.monitor.pipeline import Pipeline, PipelineError
+from translog.monitor.pipeline import Pipeline
 
 
 @pytest.fixture

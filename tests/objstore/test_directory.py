@@ -17,12 +17,13 @@ from translog.config import Config, LogSection, ObjectStoreSection, PublisherSec
 from translog.core.ct import TreeHeadSigner
 from translog.core.signing import NoteSigner
 from translog.core.tiles import TileRef
+from translog.errors import ObjectStoreError
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.http.objstore import ObjectStoreRole
 from translog.log.sequencer import Log
 from translog.publish import layout
-from translog.publish.store import DirectoryStore, ObjectStore, ObjectStoreError, StoredObject
+from translog.publish.store import DirectoryStore, ObjectStore, StoredObject
 from translog.storage.memory import MemoryStorage
 
 

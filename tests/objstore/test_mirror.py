@@ -15,11 +15,11 @@ from translog.client import LogClient
 from translog.config import Config, LogSection, PublisherSection
 from translog.core.ct import TreeHeadSigner
 from translog.core.signing import NoteSigner
-from translog.errors import StorageCorruptError, TranslogError
+from translog.errors import StorageCorruptError, TileMismatchError, TranslogError
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.log.sequencer import Log
-from translog.publish.mirror import Mirror, TileMismatchError
+from translog.publish.mirror import Mirror
 from translog.publish.store import DirectoryStore
 from translog.storage.memory import MemoryStorage
 

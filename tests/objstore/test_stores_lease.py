@@ -9,13 +9,18 @@ import pytest
 
 from tests.objstore.conftest import Gateway
 from translog.core.tiles import TILE_WIDTH, tiles_for_size
-from translog.errors import ConfigError, MalformedError
+from translog.errors import (
+    ConfigError,
+    LeaseHeldError,
+    LeaseLostError,
+    MalformedError,
+    PreconditionFailedError,
+)
 from translog.publish import layout
-from translog.publish.lease import Lease, LeaseHeldError, LeaseLostError, LeaseRecord
+from translog.publish.lease import Lease, LeaseRecord
 from translog.publish.store import (
     DirectoryStore,
     ObjectStore,
-    PreconditionFailedError,
     S3Store,
     credentials_from,
     parse_store_url,

@@ -37,6 +37,7 @@ from translog.errors import (
     NetworkError,
     NotFoundError,
     PushbackError,
+    TooLargeAnswerError,
     TooLargeError,
     TranslogError,
 )
@@ -65,10 +66,6 @@ class Response:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
-
-
-class TooLargeAnswer(NetworkError):
-    """An answer longer than the limit for its kind; retrying would not help."""
 
 
 class Transport:
@@ -130,7 +127,7 @@ class Transport:
                 resp = await self._send(
                     method, path, params=params, data=data, headers=all_headers, limit=limit
                 )
-            except TooLargeAnswer:
+            except TooLargeAnswerError:
                 raise
             except NetworkError:
                 if attempt >= self._retries:
@@ -200,13 +197,13 @@ class Transport:
 async def _read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
     """The whole (decompressed) body, or NetworkError once it exceeds ``limit`` bytes."""
     if resp.content_length is not None and resp.content_length > limit:
-        raise TooLargeAnswer(f"{what}: answer of {resp.content_length} bytes exceeds {limit}")
+        raise TooLargeAnswerError(f"{what}: answer of {resp.content_length} bytes exceeds {limit}")
     chunks: list[bytes] = []
     total = 0
     async for chunk in resp.content.iter_chunked(1 << 16):
         total += len(chunk)
         if total > limit:
-            raise TooLargeAnswer(f"{what}: answer exceeds {limit} bytes")
+            raise TooLargeAnswerError(f"{what}: answer exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

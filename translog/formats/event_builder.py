@@ -36,8 +36,7 @@ def build_event(
     time_ms: int | None = None,
     actor_name: str | None = None,
 ) -> dict[str, Any]:
-    """A validated event; raises :class:`~translog.formats.event_schema.EventError` naming the
-    field.
+    """A validated event; raises :class:`~translog.errors.EventError` naming the field.
 
     ``actor`` and each target are ``(type, id)``. ``event_id`` defaults to a random UUID and
     ``time_ms`` to now (UTC ms since the epoch).

@@ -2,8 +2,8 @@
 
 An audit event is one JSON object (docs/EVENTS.md is the reference; the machine-readable JSON
 Schema is ``translog/formats/event-v1.schema.json``). :func:`validate_event` checks a parsed
-object and raises :class:`EventError` (a ``MalformedError``, so HTTP 400) whose message names
-the field's path: ``event.actor.id: expected a string of 1-256 characters``.
+object and raises :class:`~translog.errors.EventError` (a ``MalformedError``, so HTTP 400) whose
+message names the field's path: ``event.actor.id: expected a string of 1-256 characters``.
 
 :func:`index_terms` gives the search terms of a valid event; :class:`Query` is a search and
 :meth:`Query.matches` decides whether an event satisfies it (the index narrows candidates,
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from translog.core.jsonfields import strict_json
-from translog.errors import MalformedError
+from translog.errors import EventError
 
 SCHEMA = "translog.event/v1"
 """The value of an event's ``schema`` field for this version."""
@@ -77,10 +77,6 @@ _SOURCE = frozenset({"ip", "user_agent"})
 
 QUERY_FIELDS = ("actor", "action", "target", "outcome", "category", "id")
 """Fields a query can filter on besides ``tenant`` and the time range."""
-
-
-class EventError(MalformedError):
-    """An event does not follow the schema; the message names the field."""
 
 
 def _fail(path: str, message: str) -> EventError:

@@ -22,29 +22,17 @@ from translog.errors import (
     MalformedError,
     NotFoundError,
     PushbackError,
+    RateLimitedError,
+    RequestTimeoutError,
     StorageError,
     StorageFullError,
     TooLargeError,
     TranslogError,
+    UnsupportedMediaTypeError,
     VerificationError,
 )
 
 log = logging.getLogger("translog.http")
-
-
-class RateLimitedError(PushbackError):
-    """A token exceeded its submission rate (HTTP 429 + Retry-After).
-
-    HTTP-only: rate limits are a property of tokens at the front end, not of the log.
-    """
-
-
-class UnsupportedMediaTypeError(MalformedError):
-    """A request body of a content type the route does not accept (HTTP 415)."""
-
-
-class RequestTimeoutError(MalformedError):
-    """The request body did not arrive within ``server.body_timeout_ms`` (HTTP 408)."""
 
 
 # Most specific first.

@@ -29,10 +29,10 @@ from aiohttp import web
 
 from translog.config import Config
 from translog.core.vkey import parse_vkey
-from translog.errors import TranslogError
+from translog.errors import LeaseHeldError, LeaseLostError, TranslogError
 from translog.http.keys import HEALTH_CHECKS, LOG, METRICS
 from translog.keyfile import read_private_file
-from translog.publish.lease import Lease, LeaseHeldError, LeaseLostError, describe
+from translog.publish.lease import Lease, describe
 from translog.publish.publisher import Publisher, PublisherOptions
 from translog.publish.rebuild import sync_from_store
 from translog.publish.store import (

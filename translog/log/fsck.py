@@ -34,7 +34,7 @@ from translog.core.merkle import (
     verify_consistency,
 )
 from translog.core.signing import NoteVerifier
-from translog.errors import TranslogError
+from translog.errors import ProblemLimitError, TranslogError
 from translog.storage.base import Storage
 
 _BLOCK = 62 * 64  # entries read per step
@@ -58,10 +58,6 @@ class FsckReport:
         return not self.problems
 
 
-class _Stop(Exception):
-    pass
-
-
 class _Checker:
     def __init__(
         self,
@@ -83,7 +79,7 @@ class _Checker:
     def problem(self, text: str) -> None:
         self.report.problems.append(text)
         if len(self.report.problems) >= self.max_problems:
-            raise _Stop
+            raise ProblemLimitError
 
     def flush(self, found: list[tuple[int, str]]) -> None:
         """Report a block's problems in leaf order, so the first one named is the first."""
@@ -96,7 +92,7 @@ class _Checker:
             checkpoints = self.load_checkpoints()
             roots = self.recompute({cp.size for _, cp in checkpoints})
             self.check_checkpoints(checkpoints, roots)
-        except _Stop:
+        except ProblemLimitError:
             pass
         return self.report
 

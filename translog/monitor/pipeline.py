@@ -20,13 +20,9 @@ import ssl
 from urllib.parse import urlsplit
 
 from translog import __version__
-from translog.errors import NetworkError
+from translog.errors import PipelineError
 
 _MAX_HEAD = 16 << 10
-
-
-class PipelineError(NetworkError):
-    """A pipelined request failed; retry it through the regular transport."""
 
 
 class _Connection:

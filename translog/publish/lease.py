@@ -9,7 +9,7 @@ random token, the log's origin and an expiry time. A sequencer:
 * **renews** it every ``renew_ms`` with ``If-Match`` on its own last ETag, so a lease taken
   over by someone else can never be renewed;
 * **checks** it before every durable write (:meth:`Lease.check`, a clock comparison): once its
-  own deadline passes without a renewal, writes fail with :class:`LeaseLostError` and the
+  own deadline passes without a renewal, writes fail with ``LeaseLostError`` and the
   sequencer stops. The deadline is ``ttl - ttl/5`` after the *start* of the last successful
   write, measured on the monotonic clock, so another instance (which waits for the full
   ``ttl`` by its wall clock) cannot take over while this one still writes, as long as clocks
@@ -29,22 +29,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from translog.errors import MalformedError, TranslogError
+from translog.errors import (
+    LeaseHeldError,
+    LeaseLostError,
+    MalformedError,
+    PreconditionFailedError,
+)
 from translog.publish import layout
-from translog.publish.store import ObjectStore, PreconditionFailedError
-
-
-class LeaseHeldError(TranslogError):
-    """Another instance holds the lease."""
-
-    def __init__(self, message: str, record: LeaseRecord | None = None) -> None:
-        """Keep the holder's record for callers that wait for its expiry."""
-        super().__init__(message)
-        self.record = record
-
-
-class LeaseLostError(TranslogError):
-    """This instance no longer holds the lease: it must not write."""
+from translog.publish.store import ObjectStore
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,13 @@ from translog.core.tiles import (
     read_tile,
 )
 from translog.core.vkey import parse_vkey
-from translog.errors import InconsistencyError, MalformedError, NotFoundError, TranslogError
+from translog.errors import (
+    InconsistencyError,
+    MalformedError,
+    NotFoundError,
+    TileMismatchError,
+    TranslogError,
+)
 from translog.log.sequencer import SignedCheckpoint
 from translog.publish import layout
 from translog.publish.publisher import Publisher, PublisherOptions
@@ -50,10 +56,6 @@ from translog.publish.store import HttpStore, ObjectStore
 from translog.storage.base import Storage
 
 log = logging.getLogger("translog.publish.mirror")
-
-
-class TileMismatchError(TranslogError):
-    """The source serves a tile that differs from the one its own verified entries give."""
 
 
 class Mirror:

@@ -45,20 +45,22 @@ from translog.core.checkpoint import open_checkpoint
 from translog.core.leaf import KIND_COMMITTED
 from translog.core.tiles import TILE_WIDTH, TileRef, encode_bundle, read_tile
 from translog.core.vkey import parse_vkey
-from translog.errors import StorageCorruptError, StorageError, TranslogError
+from translog.errors import (
+    PreconditionFailedError,
+    PublicationHaltedError,
+    StorageCorruptError,
+    StorageError,
+    TranslogError,
+)
 from translog.log.sequencer import SignedCheckpoint
 from translog.publish import layout
-from translog.publish.store import ObjectStore, PreconditionFailedError, StoredObject
+from translog.publish.store import ObjectStore, StoredObject
 from translog.storage.base import Storage, StoredEntry
 
 log = logging.getLogger("translog.publish")
 
 MAX_BACKOFF_S = 30.0
 POLL_S = 0.05
-
-
-class PublicationHaltedError(TranslogError):
-    """The store holds data this log did not write (another writer): publication stopped."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ directory). Every method blocks; the publisher calls them from worker threads.
   ``flock`` on ``.translog-lock`` in the root around read, compare and rename. Cache headers
   cannot be stored with a file: the web server in front sets them (see docs/OBJSTORE.md).
 
-Errors: :class:`PreconditionFailedError` when a condition does not hold (another writer got
-there first); :class:`ObjectStoreError` for everything else (network, permissions, a missing
+Errors (defined in translog.errors): :class:`~translog.errors.PreconditionFailedError` when a
+condition does not hold (another writer got there first);
+:class:`~translog.errors.ObjectStoreError` for everything else (network, permissions, a missing
 bucket). Secrets never appear in messages.
 """
 
@@ -35,18 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from translog.errors import ConfigError, TranslogError
+from translog.errors import ConfigError, ObjectStoreError, PreconditionFailedError
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
-
-
-class ObjectStoreError(TranslogError):
-    """An object store request failed (network, permissions, missing bucket)."""
-
-
-class PreconditionFailedError(ObjectStoreError):
-    """A conditional write lost: the object exists (create-only) or changed (replace-only)."""
 
 
 @dataclass(frozen=True, slots=True)
