@@ -61,7 +61,8 @@ from translog.core.tiles import (
     read_tile,
 )
 from translog.errors import MalformedError, NotFoundError, StorageCorruptError
-from translog.http.auth import note_payload_read, require
+from translog.http.audit import note_payload_read
+from translog.http.auth import require
 from translog.http.keys import CONFIG, LOG
 from translog.log.sequencer import Log, SignedCheckpoint
 from translog.storage.base import StoredEntry

@@ -33,6 +33,7 @@ from translog.core.merkle import leaf_hash
 from translog.errors import ForbiddenError, MalformedError, NotFoundError, TranslogError
 from translog.formats.event_schema import QUERY_FIELDS, Query, parse_time, try_parse_event
 from translog.http import admin_events, explorer
+from translog.http.audit import SELF_AUDIT, self_audit
 from translog.http.auth import require
 from translog.http.keys import CONFIG, LOG
 from translog.log import event_index as evindex
@@ -43,7 +44,6 @@ from translog.storage.base import StoredEntry
 
 log = logging.getLogger("translog.events")
 
-SELF_AUDIT = web.AppKey("translog.self_audit", SelfAudit)
 DATA_DIR = web.AppKey("translog.data_dir", Path)
 """Set by ``serve`` when the log has a data directory (for the offline admin spool)."""
 _SEARCH_PARAMS = frozenset({*QUERY_FIELDS, "tenant", "from", "to", "limit", "order", "cursor"})
@@ -66,13 +66,6 @@ def setup(app: web.Application, prefix: str) -> None:
     admin_events.add_routes(app, prefix)
     explorer.add_routes(app, prefix)
     app.cleanup_ctx.append(_background)
-
-
-def self_audit(request: web.Request) -> SelfAudit | None:
-    """The app's self-audit collector, or None when self-audit is off."""
-    if not request.app[CONFIG].events.self_audit:
-        return None
-    return request.app.get(SELF_AUDIT)
 
 
 def token_for_tenant(request: web.Request, tenant: str) -> TokenInfo:
