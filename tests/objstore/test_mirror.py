@@ -18,6 +18,7 @@ from translog.core.signing import NoteSigner
 from translog.errors import StorageCorruptError, TileMismatchError, TranslogError
 from translog.http.app import make_app
 from translog.http.keys import LOG
+from translog.http.mirror import mirror_app
 from translog.log.sequencer import Log
 from translog.publish.mirror import Mirror
 from translog.publish.store import DirectoryStore
@@ -74,7 +75,7 @@ async def test_mirror_follows_verifies_republishes_and_serves(
         assert copied is not None and copied.body == log.published.note  # type: ignore[union-attr]
 
         # The mirror serves the read path of its verified copy; the client passes against it.
-        served = await aiohttp_client(mirror.app())
+        served = await aiohttp_client(mirror_app(mirror))
         mirror_url = str(served.make_url("")).rstrip("/")
         async with LogClient(mirror_url, signer.vkey, state_path=tmp_path / "r") as reader:
             cp = await reader.checkpoint()
@@ -134,9 +135,19 @@ async def test_mirror_refuses_a_tile_that_does_not_match_the_entries(
             await mirror.follow_once(source)
     assert mirror.published is None
     assert target.get("checkpoint") is None
-    served = await aiohttp_client(mirror.app())
-    assert (await served.get("/checkpoint")).status == 404
-    assert (await served.get("/tile/0/000")).status == 404
+    served = await aiohttp_client(mirror_app(mirror))
+    resp = await served.get("/checkpoint")
+    assert resp.status == 404
+    assert await resp.json() == {"error": "not_found", "reason": "nothing verified yet"}
+    resp = await served.get("/tile/0/000")
+    assert resp.status == 404
+    assert await resp.json() == {
+        "error": "not_found",
+        "reason": "tile tile/0/000 needs 256 leaves, tree size is 0",
+    }
+    resp = await served.get("/tile/0/0x0")
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "malformed"
     mirror.close()
 
 

@@ -198,6 +198,7 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
+    from translog.http.mirror import mirror_app
     from translog.publish.mirror import Mirror
     from translog.publish.store import S3Settings, credentials_from, open_store
     from translog.storage.lmdb import LMDBStorage
@@ -231,7 +232,7 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
         runner = None
         if args.listen:
             host, _, port = args.listen.rpartition(":")
-            runner = web.AppRunner(mirror.app())
+            runner = web.AppRunner(mirror_app(mirror))
             await runner.setup()
             site = web.TCPSite(runner, host, int(port))
             await site.start()

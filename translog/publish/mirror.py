@@ -12,8 +12,8 @@ A mirror holds no key of the log. Each round it:
    computed from its own verified tree; a differing tile is an error and nothing is published;
 4. republishes from its verified storage only, tiles first and checkpoint last, to its own
    object store or directory (translog.publish.publisher);
-5. serves ``/checkpoint``, ``/tile/…`` and ``/tile/entries/…`` from the verified copy, with the
-   read path's headers, plus ``/healthz`` and ``/metrics``.
+5. its verified copy is served (``/checkpoint``, ``/tile/…``, ``/healthz``, ``/metrics``) by
+   :func:`translog.http.mirror.mirror_app`.
 
 Nothing unverified is ever stored, served or republished.
 """
@@ -27,27 +27,12 @@ import logging
 import time
 from pathlib import Path
 
-from aiohttp import web
-
 from translog.client import LogClient
 from translog.core.checkpoint import open_checkpoint
 from translog.core.merkle import tree_hash
-from translog.core.tiles import (
-    TILE_WIDTH,
-    TileRef,
-    check_tile_available,
-    encode_bundle,
-    parse_tile_path,
-    read_tile,
-)
+from translog.core.tiles import TileRef, read_tile
 from translog.core.vkey import parse_vkey
-from translog.errors import (
-    InconsistencyError,
-    MalformedError,
-    NotFoundError,
-    TileMismatchError,
-    TranslogError,
-)
+from translog.errors import InconsistencyError, NotFoundError, TileMismatchError, TranslogError
 from translog.log.sequencer import SignedCheckpoint
 from translog.publish import layout
 from translog.publish.publisher import Publisher, PublisherOptions
@@ -194,75 +179,3 @@ class Mirror:
         """Stop the publisher's threads."""
         if self.publisher is not None:
             self.publisher.shutdown()
-
-    # -- serving ----------------------------------------------------------------------------
-
-    def app(self) -> web.Application:
-        """The read path of the verified copy, plus /healthz and /metrics."""
-        app = web.Application()
-        app.router.add_get("/checkpoint", self._get_checkpoint)
-        app.router.add_get("/tile/{path:.+}", self._get_tile)
-        app.router.add_get("/healthz", self._get_healthz)
-        app.router.add_get("/metrics", self._get_metrics)
-        return app
-
-    async def _get_checkpoint(self, request: web.Request) -> web.Response:
-        if self._published is None:
-            return web.json_response(
-                {"error": "not_found", "reason": "nothing verified yet"}, status=404
-            )
-        return web.Response(
-            body=self._published.note,
-            headers={
-                "Content-Type": layout.CHECKPOINT_TYPE,
-                "Cache-Control": layout.CHECKPOINT_CACHE,
-            },
-        )
-
-    async def _get_tile(self, request: web.Request) -> web.Response:
-        try:
-            ref = parse_tile_path("tile/" + request.match_info["path"])
-            size = 0 if self._published is None else self._published.size
-            check_tile_available(ref, size)
-        except MalformedError as e:
-            return web.json_response({"error": "malformed", "reason": str(e)}, status=400)
-        except NotFoundError as e:
-            return web.json_response({"error": "not_found", "reason": str(e)}, status=404)
-        if ref.entries:
-            start = ref.index * TILE_WIDTH
-            body = encode_bundle(
-                [e.leaf for e in self.storage.get_entries(start, start + ref.width)]
-            )
-        else:
-            body = read_tile(ref, self.storage)
-        return web.Response(
-            body=body,
-            headers={"Content-Type": layout.TILE_TYPE, "Cache-Control": layout.TILE_CACHE},
-        )
-
-    async def _get_healthz(self, request: web.Request) -> web.Response:
-        reasons = []
-        if self.halted is not None:
-            reasons.append(f"mirror halted: {self.halted}")
-        if self.last_error is not None:
-            reasons.append(f"last round failed: {self.last_error}")
-        body: dict[str, object] = {"status": "unhealthy" if reasons else "ok", "size": self.size}
-        if reasons:
-            body["reasons"] = reasons
-        return web.json_response(
-            body, status=503 if reasons else 200, headers={"Cache-Control": "no-store"}
-        )
-
-    async def _get_metrics(self, request: web.Request) -> web.Response:
-        lines = [
-            "# HELP translog_mirror_size verified tree size",
-            "# TYPE translog_mirror_size gauge",
-            f"translog_mirror_size {self.size}",
-            "# HELP translog_mirror_rounds completed rounds",
-            "# TYPE translog_mirror_rounds counter",
-            f"translog_mirror_rounds {self.rounds}",
-            "# HELP translog_mirror_halted 1 once a fork, rollback or bad tile stopped it",
-            "# TYPE translog_mirror_halted gauge",
-            f"translog_mirror_halted {int(self.halted is not None)}",
-        ]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
