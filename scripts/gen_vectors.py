@@ -27,9 +27,9 @@ from translog.formats.receipt import (
     ReceiptEntry,
     build_receipt,
     format_promise,
-    format_receipt,
     sign_promise,
 )
+from translog.formats.receipt_json import format_receipt
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 SKEY = "PRIVATE+KEY+Log+2271c621+AdEIq9FLRQni54Wg68T96VJO+iayOaulswav2DUMKgvQ"

@@ -306,3 +306,61 @@ def test_rules_catch_an_upward_import_a_circle_and_a_private_name() -> None:
     assert private_imports([priv]) == [
         "translog.log.fsck:9 imports translog.core.merkle: private name _secret"
     ]
+
+
+def _route_registrations(tree: ast.Module) -> Iterator[str]:
+    """The path strings (f-string tails) of every ``add_post(...)`` call in a module."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_post"
+            and node.args
+        ):
+            arg = node.args[0]
+            if isinstance(arg, ast.JoinedStr) and arg.values:
+                last = arg.values[-1]
+                if isinstance(last, ast.Constant):
+                    yield str(last.value)
+            elif isinstance(arg, ast.Constant):
+                yield str(arg.value)
+
+
+def test_one_submission_path() -> None:
+    """One ``POST /add`` and one ``POST /add-batch`` handler, registered in one place, and
+    only the log's submission API hands entries to the sequencer."""
+    routes: dict[str, list[str]] = {}
+    submitters: list[str] = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        for route in _route_registrations(tree):
+            if route in ("/add", "/add-batch"):
+                routes.setdefault(route, []).append(name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in (
+                "post_add",
+                "post_add_batch",
+            ):
+                routes.setdefault(node.name, []).append(name)
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("submit", "accept_prepared")
+                and isinstance(node.func.value, ast.Attribute | ast.Name)
+                and (
+                    node.func.value.attr
+                    if isinstance(node.func.value, ast.Attribute)
+                    else node.func.value.id
+                )
+                in ("log", "the_log", "_log")
+            ):
+                submitters.append(name)
+    where = "translog.http.submit"
+    assert routes == {
+        "/add": [where],
+        "/add-batch": [where],
+        "post_add": [where],
+        "post_add_batch": [where],
+    }
+    assert set(submitters) <= {"translog.log.submission", "translog.log.sequencer"}, submitters
+    assert "translog.log.submission" in submitters

@@ -180,14 +180,15 @@ class PipelineError(NetworkError):
     """A pipelined request failed; retry it through the regular transport."""
 
 
-# -- http: errors only the front end raises -------------------------------------------------
+# -- log: submission ------------------------------------------------------------------------
 
 
 class RateLimitedError(PushbackError):
-    """A token exceeded its submission rate (HTTP 429 + Retry-After).
+    """A token exceeded its submission rate (HTTP 429 + Retry-After); see
+    :mod:`translog.log.submission`."""
 
-    HTTP-only: rate limits are a property of tokens at the front end, not of the log.
-    """
+
+# -- http: errors only the front end raises -------------------------------------------------
 
 
 class UnsupportedMediaTypeError(MalformedError):

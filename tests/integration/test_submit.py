@@ -42,9 +42,9 @@ from translog.core.signing import NoteSigner
 from translog.errors import StorageError, StorageFullError
 from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt
 from translog.http.app import make_app
-from translog.http.keys import LOG, METRICS
-from translog.http.submit import STATE, ProofNodes, scope_key
+from translog.http.keys import LOG, METRICS, SUBMISSIONS
 from translog.log.sequencer import Log, now_ms
+from translog.log.submission import ProofNodes, scope_key
 from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
 from translog.storage.base import NewEntry, PromisedEntry, WriteBatch
@@ -412,7 +412,7 @@ async def test_durable_receipt_checkpoint_is_not_the_published_one(env: Env) -> 
 
 
 async def wait_for_watchers(env: Env) -> None:
-    watchers = set(env.app[STATE].watchers)
+    watchers = set(env.app[SUBMISSIONS].promises.watchers)
     if watchers:
         await asyncio.wait(watchers, timeout=10)
 

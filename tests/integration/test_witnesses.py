@@ -190,7 +190,7 @@ async def test_client_rejects_a_checkpoint_short_of_the_policy(env: Env) -> None
     # Offline: the published receipt meets the log's own policy, not the stricter one.
     async with LogClient(env.url, env.signer.vkey, token=env.token) as client:
         receipt = await client.submit(b"offline", wait="published")
-    from translog.formats.receipt import format_receipt
+    from translog.formats.receipt_json import format_receipt
     from translog.formats.verify import verify_file
 
     data = json.dumps(format_receipt(receipt)).encode()

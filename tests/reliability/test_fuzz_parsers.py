@@ -39,6 +39,7 @@ from translog.core.tiles import decode_bundle, parse_tile_path
 from translog.core.tiles import encode_bundle as encode_tile_bundle
 from translog.core.vkey import parse_vkey
 from translog.errors import TranslogError
+from translog.formats.batch import parse_batch
 from translog.formats.bundle import encode_bundle, parse_bundle
 from translog.formats.event_builder import build_event, encode_event
 from translog.formats.event_schema import parse_event
@@ -47,7 +48,6 @@ from translog.formats.proof import parse_proof
 from translog.formats.receipt import parse_promise, parse_receipt
 from translog.formats.verify import verify_file
 from translog.gossip.core import parse_checkpoints_answer, parse_proof_answer
-from translog.http.submit import parse_batch
 from translog.log.tokens import TokenStore
 from translog.monitor.config import parse_monitor_config
 from translog.witness.config import parse_witness_config

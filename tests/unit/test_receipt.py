@@ -32,7 +32,6 @@ from translog.formats.receipt import (
     ReceiptEntry,
     build_receipt,
     format_promise,
-    format_receipt,
     longest_run,
     parse_promise,
     parse_receipt,
@@ -41,6 +40,7 @@ from translog.formats.receipt import (
     verify_promise,
     verify_receipt,
 )
+from translog.formats.receipt_json import format_receipt
 
 ORIGIN = "receipt.example/log"
 SIGNER = NoteSigner.generate(ORIGIN)

@@ -32,9 +32,9 @@ from translog.formats.receipt import (
     ReceiptEntry,
     build_receipt,
     format_promise,
-    format_receipt,
     sign_promise,
 )
+from translog.formats.receipt_json import format_receipt
 from translog.formats.verify import detect_kind, format_entry, ndjson_lines, verify_file
 
 ORIGIN = "offline.example/log"

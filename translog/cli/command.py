@@ -383,7 +383,8 @@ def _json_bytes(obj: object, *, compact: bool = False) -> bytes:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from translog.formats.receipt import format_promise, format_receipt
+    from translog.formats.receipt import format_promise
+    from translog.formats.receipt_json import format_receipt
 
     data = _read_file(args.file, "input")
     if args.ndjson and args.wait == "0":
@@ -406,7 +407,7 @@ def _submit_ndjson(client: SyncLogClient, data: bytes, args: argparse.Namespace)
     Receipts are written as they arrive (one per line), so when a batch fails the receipts of
     the entries already in the log are kept.
     """
-    from translog.formats.receipt import format_receipt
+    from translog.formats.receipt_json import format_receipt
     from translog.formats.verify import ndjson_lines
 
     lines = ndjson_lines(data, args.file)

@@ -160,36 +160,7 @@ def build_receipt(
     return Receipt(checkpoint, tuple(out), RangeProof(start, end, nodes))
 
 
-# -- JSON ----------------------------------------------------------------------------------
-
-
-def _entry_json(e: ReceiptEntry) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "index": e.index,
-        "leaf": _b64(e.leaf),
-        "leaf_hash": _b64(e.leaf_hash),
-        "timestamp": e.timestamp_ms,
-    }
-    if e.salt is not None:
-        obj["salt"] = _b64(e.salt)
-    obj["duplicate"] = e.duplicate
-    if e.inclusion_proof is not None:
-        obj["inclusion_proof"] = [_b64(h) for h in e.inclusion_proof]
-    return obj
-
-
-def format_receipt(receipt: Receipt) -> dict[str, Any]:
-    """The receipt as a JSON-ready dict (see the module docstring for the layout)."""
-    checkpoint = receipt.checkpoint.decode("utf-8")
-    rp = receipt.range_proof
-    if rp is None:
-        return {"format": FORMAT, **_entry_json(receipt.entries[0]), "checkpoint": checkpoint}
-    return {
-        "format": FORMAT,
-        "checkpoint": checkpoint,
-        "entries": [_entry_json(e) for e in receipt.entries],
-        "range_proof": {"start": rp.start, "end": rp.end, "nodes": [_b64(h) for h in rp.nodes]},
-    }
+# -- parsing -------------------------------------------------------------------------------
 
 
 def _parse_format(f: _Fields, expected: str) -> None:

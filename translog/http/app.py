@@ -36,6 +36,7 @@ from translog.http import keys, ops, read, search, submit
 from translog.http.errors import error_middleware
 from translog.keyfile import read_private_file
 from translog.log.sequencer import Log, LogOptions
+from translog.log.submission import Submissions
 from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
 from translog.storage.base import Storage
@@ -87,6 +88,7 @@ def make_app(
     app[keys.CONFIG] = config
     app[keys.METRICS] = Metrics()
     app[keys.TOKENS] = tokens or TokenStore()
+    app[keys.SUBMISSIONS] = app[keys.SUBMITTER] = Submissions(log, config, app[keys.METRICS])
     prefix = config.server.prefix
     submit.add_routes(app, prefix)
     read.add_routes(app, prefix)
@@ -104,6 +106,7 @@ async def _run_log(app: web.Application) -> AsyncIterator[None]:
     await log.start()
     yield
     await log.close()
+    await app[keys.SUBMISSIONS].close()  # after the log has drained: promises are settled
     if COSIGNER in app:
         await app[COSIGNER].close()
 

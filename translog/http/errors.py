@@ -62,6 +62,25 @@ def status_for(error: TranslogError) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+KINDS: dict[str, type[TranslogError]] = {kind: cls for cls, _, kind in STATUS}
+"""Error kind → the class it names: how a worker rebuilds an error the log process raised."""
+
+
+def error_fields(error: TranslogError) -> list[object]:
+    """``[kind, reason, retry_after]``: an error as the log process sends it to a worker."""
+    retry = error.retry_after if isinstance(error, PushbackError) else 0.0
+    return [status_for(error)[1], str(error), retry]
+
+
+def error_from(kind: str, reason: str, retry_after: float) -> TranslogError:
+    """The error :func:`error_fields` described, as the class of its kind (so it gets the
+    same status and headers); an unknown kind is an internal error."""
+    cls = KINDS.get(kind, StorageError)
+    if issubclass(cls, PushbackError):
+        return cls(reason, retry_after=retry_after)
+    return cls(reason)
+
+
 def error_response(error: TranslogError) -> web.Response:
     """The JSON response for ``error``, with the headers its status needs."""
     status, kind = status_for(error)

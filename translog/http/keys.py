@@ -8,6 +8,7 @@ from aiohttp import web
 
 from translog.config import Config
 from translog.log.sequencer import Log
+from translog.log.submission import Submissions, Submitter
 from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
 
@@ -15,5 +16,9 @@ LOG = web.AppKey("translog.log.sequencer", Log)
 CONFIG = web.AppKey("translog.config", Config)
 METRICS = web.AppKey("translog.metrics", Metrics)
 TOKENS = web.AppKey("translog.log.tokens", TokenStore)
+SUBMISSIONS = web.AppKey("translog.submissions", Submissions)
+"""The log's submission API (in the process that owns the log)."""
+SUBMITTER: web.AppKey[Submitter] = web.AppKey("translog.submitter")
+"""Who answers ``/add`` and ``/add-batch``: the log's ``Submissions``, or a worker's fast path."""
 HEALTH_CHECKS = web.AppKey("translog.health_checks", list[Callable[[], list[str]]])
 """Extra /healthz checks (e.g. object-store publication lag): each returns its problems."""

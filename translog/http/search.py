@@ -35,7 +35,7 @@ from translog.formats.event_schema import QUERY_FIELDS, Query, parse_time, try_p
 from translog.http import admin_events, explorer
 from translog.http.audit import SELF_AUDIT, self_audit
 from translog.http.auth import require
-from translog.http.keys import CONFIG, LOG
+from translog.http.keys import CONFIG, LOG, SUBMISSIONS
 from translog.log import event_index as evindex
 from translog.log.self_audit import SelfAudit, take_spool
 from translog.log.sequencer import Log
@@ -257,7 +257,6 @@ async def _flush_loop(app: web.Application) -> None:
 
 async def flush(app: web.Application) -> int:
     """Submit queued self-audit events and spooled admin actions; wait until durable."""
-    the_log = app[LOG]
     payloads = app[SELF_AUDIT].drain()
     claimed: Path | None = None
     data_dir = app.get(DATA_DIR)
@@ -266,7 +265,7 @@ async def flush(app: web.Application) -> int:
         payloads += spooled
     if not payloads:
         return 0
-    await the_log.submit(payloads, committed=True)
+    await app[SUBMISSIONS].record(payloads)
     if claimed is not None:
         claimed.unlink(missing_ok=True)
     return len(payloads)

@@ -3,24 +3,30 @@
 ``translog serve`` with N workers runs N HTTP worker processes
 (:mod:`translog.http.multiprocess.worker`)
 and this process, which owns everything stateful: the LMDB environment, the :class:`Log`
-(pool, sequencer, writer thread, publisher), the metrics registry, rate buckets and
-idempotency state. It does not listen on TCP itself:
+(pool, sequencer, writer thread, publisher), the metrics registry, and the submission
+state (rate buckets, idempotency). It does not listen on TCP itself:
 
-* **Fast path.** Each worker talks to it over a private ``socketpair`` carrying msgpack
-  messages. ``["add", id, requests]`` holds every plain submission (``wait=durable``, no
-  idempotency key, no rate limit) that one worker received in one event-loop tick, with the
-  leaves (timestamp, salt, commitment) and leaf hashes already computed. :meth:`Hub.add`
-  keeps timestamps non-decreasing (:meth:`Log.accept_prepared`), submits everything as one
-  group, and once the group is durable in a signed tree answers ``[id, "ok", start, size,
-  root, note, range proof, timestamps, leaf hashes]`` (the hashes only when a timestamp had to
-  move, which changes them). One range proof per message, not one proof per entry: the
-  worker derives each receipt's proof from it (:mod:`translog.formats.fastreceipt`). Errors answer
-  ``[id, "err", class, reason, retry_after]``; they are counted here, as the single-process
-  server counts them.
-* **Everything else** (reads, metrics, health, promises, keyed or rate-limited submissions,
-  any request the fast path would refuse) is proxied by the worker over HTTP to this process's
-  ordinary app, on a Unix socket in a private directory, so every answer and error is the
-  one the single-process server gives.
+Each worker talks to it over a private ``socketpair`` carrying msgpack messages, and every
+submission, whichever worker received it, is answered by this process's one
+:class:`~translog.log.submission.Submissions`:
+
+* ``["add", id, requests]`` (the fast path) holds every plain submission (``wait=durable``,
+  no idempotency key, no rate limit) that one worker received in one event-loop tick, with
+  the leaves (timestamp, salt, commitment) and leaf hashes already computed.
+  :meth:`Submissions.add_prepared` keeps timestamps non-decreasing, submits everything as one
+  group, and once the group is durable in a signed tree this answers ``[id, "ok", start,
+  size, root, note, range proof, timestamps, leaf hashes]`` (the hashes only when a timestamp
+  had to move, which changes them). The worker derives each receipt from it
+  (:mod:`translog.http.multiprocess.fastpath`).
+* ``["submit", id, request]`` holds any other submission, parsed and authenticated by the
+  worker (:func:`pack_request`); it is answered ``[id, "ok", status, body]`` by
+  :meth:`Submissions.submit`, exactly as the single-process server answers it.
+* Errors answer ``[id, "err", kind, reason, retry_after]``
+  (:func:`translog.http.errors.error_fields`). The worker counts the refusal (``["inc",
+  ...]``), as the single-process handler does.
+* **Everything else** (reads, metrics, health) is proxied by the worker over HTTP to this
+  process's ordinary app, on a Unix socket in a private directory, so every answer and error
+  is the one the single-process server gives.
 
 :func:`run_multiprocess` binds the port first (a bound, never-listening ``SO_REUSEPORT``
 socket keeps it reserved, so ``--listen HOST:0`` picks one port for all workers), starts the
@@ -43,8 +49,7 @@ import signal
 import socket
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,13 +58,13 @@ import msgpack
 from aiohttp import web
 
 from translog.config import format_config
-from translog.core.merkle import prove_range
-from translog.errors import ConfigError, PushbackError, StorageCorruptError, TranslogError
+from translog.errors import ConfigError, TranslogError
+from translog.formats.batch import Batch
 from translog.http import app as app_module
-from translog.http.errors import status_for
-from translog.http.keys import CONFIG, LOG, METRICS
-from translog.http.submit import ProofNodes
-from translog.log.sequencer import AcceptedRun, Appended
+from translog.http.errors import error_fields
+from translog.http.keys import CONFIG, LOG, METRICS, SUBMISSIONS
+from translog.log.submission import PreparedRequest, PreparedRun, SubmitRequest
+from translog.log.tokens import TokenInfo
 
 log = logging.getLogger("translog.serve")
 
@@ -94,12 +99,12 @@ async def read_message(reader: asyncio.StreamReader, stream: msgpack.Unpacker) -
 
 
 class Hub:
-    """The log process's side of the fast path, shared by every worker connection."""
+    """The log process's side of the worker connections: a transport to :class:`Submissions`."""
 
     def __init__(self, app: web.Application) -> None:
-        self.log = app[LOG]
+        self.submissions = app[SUBMISSIONS]
         self.metrics = app[METRICS]
-        self.proof_nodes = ProofNodes(self.log.storage)
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def serve(
         self, reader: asyncio.StreamReader, stream: msgpack.Unpacker, writer: asyncio.StreamWriter
@@ -110,87 +115,52 @@ class Hub:
             if msg is None:
                 return
             if msg[0] == "add":
-                self.add(msg[1], msg[2], writer)
+                requests = [PreparedRequest(*r) for r in msg[2]]
+                self.submissions.add_prepared(requests, partial(self._prepared, msg[1], writer))
+            elif msg[0] == "submit":
+                task = asyncio.create_task(self._submit(msg[1], msg[2], writer))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
             elif msg[0] == "inc" and msg[1] in _COUNTERS:
                 self.metrics.inc(msg[1], msg[2], **msg[3])
 
-    def add(self, msgid: int, requests: list[list[Any]], writer: asyncio.StreamWriter) -> None:
-        """Accept and submit one message's requests as one group; answer once it is durable."""
-        log = self.log
-        accepted = AcceptedRun()
-        payloads: list[bytes | None] = []
-        stamps: list[int] = []
-        rebuilt = False
-        try:
-            for _started, _batch, ts, salts, leaves, bodies, hashes in requests:
-                got, moved = log.accept_prepared(ts, salts, leaves, hashes)
-                stamps.append(got.stamps[0])
-                rebuilt |= moved
-                accepted.extend(got)
-                payloads += bodies
-            fut = log.submit(payloads, committed=True, accepted=accepted)  # type: ignore[arg-type]
-        except TranslogError as e:
-            self._refuse(msgid, requests, writer, e)
-            return
-        done = partial(self._durable, msgid, requests, stamps, accepted, rebuilt, writer)
-        fut.add_done_callback(done)
-
-    def _durable(
-        self,
-        msgid: int,
-        requests: list[list[Any]],
-        stamps: list[int],
-        accepted: AcceptedRun,
-        rebuilt: bool,
-        writer: asyncio.StreamWriter,
-        fut: asyncio.Future[Sequence[Appended]],
+    def _prepared(
+        self, msgid: int, writer: asyncio.StreamWriter, run: PreparedRun | TranslogError
     ) -> None:
-        if fut.cancelled():
-            self._refuse(msgid, requests, writer, PushbackError("the log is shutting down", 5.0))
-            return
-        error = fut.exception()
-        if isinstance(error, TranslogError):
-            self._refuse(msgid, requests, writer, error)
-            return
-        if error is not None:
-            raise error
-        appended = fut.result()
-        start, signed = appended[0].index, appended[0].checkpoint
-        end = start + len(appended)
-        try:
-            if appended[-1].index != end - 1:
-                raise StorageCorruptError(f"a group was not sequenced contiguously at {start}")
-            nodes = prove_range(start, end, signed.size, self.proof_nodes)
-        except TranslogError as e:
-            self._refuse(msgid, requests, writer, e)
-            return
-        now = time.monotonic()
-        latency = self.metrics.histograms["translog_receipt_seconds"]
-        for started, batch, *_ in requests:
-            latency.observe(now - started)
-            mode = "batch" if batch else "single"
-            self.metrics.inc("translog_submissions_total", mode=mode, wait="durable")
-        # The worker has the leaf hashes, unless a timestamp moved and they were made again.
-        hashes = b"".join(accepted.hashes) if rebuilt else None
-        answer = [msgid, "ok", start, signed.size, signed.root_hash, signed.note]
-        _send(writer, [*answer, list(nodes), stamps, hashes])
+        if isinstance(run, TranslogError):
+            _send(writer, [msgid, "err", *error_fields(run)])
+        else:
+            _send(writer, [msgid, "ok", *run])
 
-    def _refuse(
-        self,
-        msgid: int,
-        requests: list[list[Any]],
-        writer: asyncio.StreamWriter,
-        error: TranslogError,
-    ) -> None:
-        reason = status_for(error)[1]
-        self.metrics.inc("translog_submissions_rejected_total", len(requests), reason=reason)
-        retry = error.retry_after if isinstance(error, PushbackError) else 0.0
-        _send(writer, [msgid, "err", type(error).__name__, str(error), retry])
+    async def _submit(self, msgid: int, fields: list[Any], writer: asyncio.StreamWriter) -> None:
+        """A submission the fast path does not cover, as the single-process server does it."""
+        try:
+            answer = await self.submissions.submit(unpack_request(fields))
+        except TranslogError as e:
+            _send(writer, [msgid, "err", *error_fields(e)])
+            return
+        _send(writer, [msgid, "ok", answer.status, answer.body])
 
 
 def _send(writer: asyncio.StreamWriter, msg: list[Any]) -> None:
     if not writer.is_closing():
         writer.write(pack(msg))
+
+
+def pack_request(request: SubmitRequest) -> list[Any]:
+    """A :class:`SubmitRequest` as the fields of a ``submit`` message."""
+    t, e = request.token, request.entries
+    token = [t.name, t.hash, t.scopes, t.created_ms, t.revoked_ms, t.rate_per_s, t.tenants]
+    entries = [e.payloads, e.keys, e.labels]
+    return [token, entries, request.wait, request.kind, request.batch, request.started]
+
+
+def unpack_request(fields: list[Any]) -> SubmitRequest:
+    """The :class:`SubmitRequest` of a ``submit`` message's fields."""
+    token, (payloads, keys, labels), wait, kind, batch, started = fields
+    name, digest, scopes, created, revoked, rate, tenants = token
+    info = TokenInfo(name, digest, tuple(scopes), created, revoked, rate, tuple(tenants))
+    return SubmitRequest(info, Batch(payloads, keys, labels), wait, kind, batch, started)
 
 
 class _Worker:

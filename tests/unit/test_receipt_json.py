@@ -1,14 +1,17 @@
-"""Receipts derived from one range proof (the multi-process fast path) are the usual receipts.
+"""The one receipt encoder, and receipts derived from one range proof (the fast path).
 
-The JSON must be byte for byte what ``format_receipt`` gives for the same entries, the derived
-proofs must be the ones storage gives, and a range proof that does not lead to the signed
-root must never become a receipt.
+The JSON must be byte for byte the compact JSON of the documented layout (``_reference``
+below, written from docs/FORMATS.md, independently of the encoder), whichever path built it;
+the derived proofs must be the ones storage gives, and a range proof that does not lead to
+the signed root must never become a receipt.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
+from typing import Any
 
 import pytest
 
@@ -17,18 +20,62 @@ from translog.core.leaf import committed_leaf, inline_leaf
 from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
 from translog.core.signing import NoteSigner
 from translog.errors import StorageCorruptError
-from translog.formats.fastreceipt import (
+from translog.formats.batch import parse_batch, plain_ndjson
+from translog.formats.receipt import Receipt, ReceiptEntry, build_receipt, verify_receipt
+from translog.formats.receipt_json import (
     RunHashes,
     batch_receipt_json,
+    format_receipt,
     quote_checkpoint,
+    receipt_json,
     single_receipt_json,
 )
-from translog.formats.receipt import ReceiptEntry, build_receipt, format_receipt, verify_receipt
+from translog.http.multiprocess.fastpath import Prepared
 
 from ..conftest import ORIGIN
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 TS = 1_700_000_000_000
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _reference_entry(e: ReceiptEntry) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "index": e.index,
+        "leaf": _b64(e.leaf),
+        "leaf_hash": _b64(e.leaf_hash),
+        "timestamp": e.timestamp_ms,
+    }
+    if e.salt is not None:
+        obj["salt"] = _b64(e.salt)
+    obj["duplicate"] = e.duplicate
+    if e.inclusion_proof is not None:
+        obj["inclusion_proof"] = [_b64(h) for h in e.inclusion_proof]
+    return obj
+
+
+def _reference(receipt: Receipt) -> bytes:
+    """The compact JSON of a receipt, built field by field as FORMATS.md lays it out."""
+    cp = receipt.checkpoint.decode()
+    rp = receipt.range_proof
+    if rp is None:
+        obj = {"format": "translog-receipt/v1", **_reference_entry(receipt.entries[0])}
+        obj["checkpoint"] = cp
+    else:
+        obj = {
+            "format": "translog-receipt/v1",
+            "checkpoint": cp,
+            "entries": [_reference_entry(e) for e in receipt.entries],
+            "range_proof": {
+                "start": rp.start,
+                "end": rp.end,
+                "nodes": [_b64(h) for h in rp.nodes],
+            },
+        }
+    return _COMPACT.encode(obj).encode()
 
 
 def _tree(n: int) -> tuple[MemoryHashes, list[bytes], list[bytes | None]]:
@@ -51,7 +98,7 @@ def _tree(n: int) -> tuple[MemoryHashes, list[bytes], list[bytes | None]]:
 @pytest.mark.parametrize(
     ("start", "end", "size"), [(0, 1, 1), (5, 6, 6), (3, 17, 21), (0, 64, 64), (100, 229, 300)]
 )
-def test_receipts_match_format_receipt_byte_for_byte(
+def test_receipts_match_the_documented_layout_byte_for_byte(
     signer: NoteSigner, start: int, end: int, size: int
 ) -> None:
     tree, leaves, salts = _tree(size)
@@ -63,9 +110,10 @@ def test_receipts_match_format_receipt_byte_for_byte(
     for index in (start, (start + end) // 2, end - 1):
         assert run.inclusion_proof(index) == list(prove_inclusion(index, size, tree))
         entry = ReceiptEntry(index, leaves[index], leaf_hash(leaves[index]), TS, salts[index])
-        expected = _COMPACT.encode(
-            format_receipt(build_receipt(note, size, [entry], tree, batch=False))
-        ).encode()
+        receipt = build_receipt(note, size, [entry], tree, batch=False)
+        expected = _reference(receipt)
+        assert receipt_json(receipt) == expected
+        assert format_receipt(receipt) == json.loads(expected)
         got = single_receipt_json(
             quoted,
             index,
@@ -82,9 +130,9 @@ def test_receipts_match_format_receipt_byte_for_byte(
         entries = [
             ReceiptEntry(i, leaves[i], leaf_hash(leaves[i]), TS, salts[i]) for i in range(lo, hi)
         ]
-        expected = _COMPACT.encode(
-            format_receipt(build_receipt(note, size, entries, tree, batch=True))
-        ).encode()
+        receipt = build_receipt(note, size, entries, tree, batch=True)
+        expected = _reference(receipt)
+        assert receipt_json(receipt) == expected
         got = batch_receipt_json(
             quoted,
             lo,
@@ -97,6 +145,25 @@ def test_receipts_match_format_receipt_byte_for_byte(
         )
         assert got == expected
         verify_receipt(json.loads(got), signer.vkey)
+
+
+def test_duplicates_and_entries_outside_the_run_encode_as_documented(signer: NoteSigner) -> None:
+    tree, leaves, salts = _tree(30)
+    note = sign_checkpoint(Checkpoint(ORIGIN, 30, tree.root()), signer)
+
+    def entry(i: int, duplicate: bool = False) -> ReceiptEntry:
+        return ReceiptEntry(i, leaves[i], leaf_hash(leaves[i]), TS, salts[i], duplicate)
+
+    # A retried key answers an older entry (outside the run), marked duplicate.
+    entries = [entry(20), entry(3, duplicate=True), entry(21), entry(22), entry(7, True)]
+    receipt = build_receipt(note, 30, entries, tree, batch=True)
+    got = receipt_json(receipt)
+    assert got == _reference(receipt)
+    assert b'"duplicate":true,"inclusion_proof":[' in got
+    verify_receipt(json.loads(got), signer.vkey)
+    single = build_receipt(note, 30, [entry(4, duplicate=True)], tree, batch=False)
+    assert receipt_json(single) == _reference(single)
+    verify_receipt(json.loads(receipt_json(single)), signer.vkey)
 
 
 def test_a_proof_that_misses_the_root_never_becomes_a_receipt() -> None:
@@ -116,8 +183,6 @@ def test_a_proof_that_misses_the_root_never_becomes_a_receipt() -> None:
 
 
 def test_worker_leaves_hash_as_the_log_would_and_move_to_a_later_time() -> None:
-    from translog.http.multiprocess.worker import Prepared
-
     prepared = Prepared([b"committed", b"inline"], [True, False])
     ts, salt = prepared.timestamp_ms, prepared.salts[0]
     assert salt is not None and prepared.salts[1] is None
@@ -151,17 +216,18 @@ def test_worker_leaves_hash_as_the_log_would_and_move_to_a_later_time() -> None:
 )
 def test_plain_ndjson_takes_only_what_the_full_parser_takes_alike(body: bytes) -> None:
     from translog.errors import TranslogError
-    from translog.http.multiprocess.worker import plain_ndjson
-    from translog.http.submit import parse_batch
 
     fast = plain_ndjson(body, 10)
     try:
-        full: list[bytes] | None = [
-            it.payload for it in parse_batch(body, "application/x-ndjson", 10)
-        ]
+        full: list[bytes] | None = parse_batch(body, "application/x-ndjson", 10).payloads
     except TranslogError:
         full = None
     if fast is not None:
         assert fast == full  # never accepts what the full parser refuses, never differs
     assert plain_ndjson(b'"QQ=="\n' * 11, 10) is None  # over the limit: the full parser says so
-    assert plain_ndjson(b'"QQ=="\n\n"QUI="\n', 10) == [b"A", b"AB"]
+    assert plain_ndjson(b'"QQ=="\n"QUI="\n', 10) == [b"A", b"AB"]
+    # A blank line inside the body: the full parser, so that errors name the right line.
+    assert plain_ndjson(b'"QQ=="\n\n"QUI="\n', 10) is None
+    batch = parse_batch(b'"QQ=="\n\n"QUI="\n', "application/x-ndjson", 10)
+    assert batch.payloads == [b"A", b"AB"]
+    assert [batch.where(i) for i in range(2)] == ["line 1", "line 3"]

@@ -1,20 +1,22 @@
-"""Receipts for a run of consecutive entries, derived from one range proof.
+"""The one receipt encoder: the compact JSON bytes of ``translog-receipt/v1``.
 
-The multi-process server (:mod:`translog.http.multiprocess.worker`) sends the log process every
-entry of
-one event-loop tick in one message; the log process sequences them as one group, so they get
-consecutive indexes ``[start, end)``, and answers with one range proof
-(:func:`translog.core.merkle.prove_range`) for the whole run. This module turns that answer into
-the usual receipts (``translog-receipt/v1``, :mod:`translog.formats.receipt`): for a single entry
-its
-RFC 9162 inclusion proof, for a batch request the range proof of its own sub-run. Nothing here
-changes the wire format; the JSON is byte for byte what
-``json.dumps(format_receipt(...), separators=(",", ":"))`` gives, only built without an
-intermediate dict per entry.
+Both servers answer with these bytes. :func:`receipt_json` encodes a
+:class:`~translog.formats.receipt.Receipt` (the single-process server, and the log process for
+everything but the fast path); :func:`single_receipt_json` and :func:`batch_receipt_json`
+encode the same fields straight from a run of consecutive entries, without an object per
+entry (the multi-process fast path, :mod:`translog.http.multiprocess.worker`). Every path
+goes through the same entry templates, and the bytes are exactly
+``json.dumps(format_receipt(r), separators=(",", ":"))``.
 
-:class:`RunHashes` rebuilds every subtree hash the range recursion visits, once per run, and
-checks that they give the signed checkpoint's root, so a receipt never carries a proof that
-does not verify. This module is pure (no aiohttp, no lmdb).
+The fast path's worker sends the log process every entry of one event-loop tick in one
+message; the log process sequences them as one group, so they get consecutive indexes
+``[start, end)``, and answers with one range proof (:func:`translog.core.merkle.prove_range`)
+for the whole run. :class:`RunHashes` rebuilds every subtree hash the range recursion
+visits, once per run, and checks that they give the signed checkpoint's root, so a receipt
+never carries a proof that does not verify. From it come each single entry's RFC 9162
+inclusion proof and each batch request's range proof of its own sub-run.
+
+This module is pure (no aiohttp, no lmdb).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from __future__ import annotations
 import binascii
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from translog.core.jsonfields import encode_base64 as b64
 from translog.core.merkle import HASH_SIZE, node_hash, range_proof_nodes
 from translog.errors import StorageCorruptError
-from translog.formats.receipt import FORMAT
+from translog.formats.receipt import FORMAT, Receipt, ReceiptEntry
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _FORMAT = FORMAT.encode("ascii")
@@ -125,21 +128,30 @@ class RunHashes:
 
 
 _COMMITTED_ENTRY = (
-    b'"index":%d,"leaf":"%s","leaf_hash":"%s","timestamp":%d,"salt":"%s","duplicate":false'
+    b'"index":%d,"leaf":"%s","leaf_hash":"%s","timestamp":%d,"salt":"%s","duplicate":%s'
 )
-_INLINE_ENTRY = b'"index":%d,"leaf":"%s","leaf_hash":"%s","timestamp":%d,"duplicate":false'
+_INLINE_ENTRY = b'"index":%d,"leaf":"%s","leaf_hash":"%s","timestamp":%d,"duplicate":%s'
+_FALSE = b"false"
+_TRUE = b"true"
 
 
 def _entry_fields(
-    index: int, leaf: bytes, leaf_hash: bytes, timestamp_ms: int, salt: bytes | None
+    index: int,
+    leaf: bytes,
+    leaf_hash: bytes,
+    timestamp_ms: int,
+    salt: bytes | None,
+    duplicate: bool = False,
 ) -> bytes:
-    """The fields of one receipt entry up to and including ``duplicate`` (always false)."""
+    """The fields of one receipt entry up to and including ``duplicate``."""
+    dup = _TRUE if duplicate else _FALSE
     if salt is None:
         return _INLINE_ENTRY % (
             index,
             _b2a(leaf, newline=False),
             _b2a(leaf_hash, newline=False),
             timestamp_ms,
+            dup,
         )
     return _COMMITTED_ENTRY % (
         index,
@@ -147,7 +159,49 @@ def _entry_fields(
         _b2a(leaf_hash, newline=False),
         timestamp_ms,
         _b2a(salt, newline=False),
+        dup,
     )
+
+
+def _nodes_json(nodes: Sequence[bytes]) -> bytes:
+    """A JSON array of base64 hashes."""
+    return b"[" + b",".join(b'"%s"' % _b2a(h, newline=False) for h in nodes) + b"]"
+
+
+def _entry_json(e: ReceiptEntry) -> bytes:
+    fields = _entry_fields(e.index, e.leaf, e.leaf_hash, e.timestamp_ms, e.salt, e.duplicate)
+    if e.inclusion_proof is None:
+        return fields
+    return fields + b',"inclusion_proof":' + _nodes_json(e.inclusion_proof)
+
+
+def _single(quoted_checkpoint: bytes, entry: bytes) -> bytes:
+    return b'{"format":"%s",%s,"checkpoint":%s}' % (_FORMAT, entry, quoted_checkpoint)
+
+
+def _batch(
+    quoted_checkpoint: bytes, entries: Sequence[bytes], start: int, end: int, nodes: bytes
+) -> bytes:
+    return (
+        b'{"format":"%s","checkpoint":%s,"entries":[{%s}],"range_proof":{"start":%d,"end":%d,"nodes":%s}}'
+        % (_FORMAT, quoted_checkpoint, b"},{".join(entries), start, end, nodes)
+    )
+
+
+def receipt_json(receipt: Receipt) -> bytes:
+    """The receipt's compact JSON, as both servers send it."""
+    quoted = quote_checkpoint(receipt.checkpoint)
+    rp = receipt.range_proof
+    if rp is None:
+        return _single(quoted, _entry_json(receipt.entries[0]))
+    entries = [_entry_json(e) for e in receipt.entries]
+    return _batch(quoted, entries, rp.start, rp.end, _nodes_json(rp.nodes))
+
+
+def format_receipt(receipt: Receipt) -> dict[str, Any]:
+    """The receipt as a JSON-ready dict (the layout of :mod:`translog.formats.receipt`)."""
+    value: dict[str, Any] = json.loads(receipt_json(receipt))
+    return value
 
 
 def quote_checkpoint(note: bytes) -> bytes:
@@ -169,12 +223,7 @@ def single_receipt_json(
     ``proof_json`` is the audit path from :meth:`RunHashes.inclusion_proof_json`.
     """
     fields = _entry_fields(index, leaf, leaf_hash, timestamp_ms, salt)
-    return b'{"format":"%s",%s,"inclusion_proof":%s,"checkpoint":%s}' % (
-        _FORMAT,
-        fields,
-        proof_json.encode("ascii"),
-        quoted_checkpoint,
-    )
+    return _single(quoted_checkpoint, fields + b',"inclusion_proof":' + proof_json.encode("ascii"))
 
 
 def batch_receipt_json(
@@ -197,24 +246,14 @@ def batch_receipt_json(
     off = leaf_hashes_offset
     b2a = _b2a
     index = start
+    false = _FALSE
     for leaf, salt in zip(leaves, salts, strict=True):
         lh = b2a(leaf_hashes[off : off + HASH_SIZE], newline=False)
         off += HASH_SIZE
         if salt is None:
-            parts.append(_INLINE_ENTRY % (index, b2a(leaf, newline=False), lh, timestamp_ms))
+            parts.append(_INLINE_ENTRY % (index, b2a(leaf, newline=False), lh, timestamp_ms, false))
         else:
             fields = (index, b2a(leaf, newline=False), lh, timestamp_ms, b2a(salt, newline=False))
-            parts.append(_COMMITTED_ENTRY % fields)
+            parts.append(_COMMITTED_ENTRY % (*fields, false))
         index += 1
-    nodes = b",".join(b'"%s"' % b2a(h, newline=False) for h in proof)
-    return (
-        b'{"format":"%s","checkpoint":%s,"entries":[{%s}],"range_proof":{"start":%d,"end":%d,"nodes":[%s]}}'
-        % (
-            _FORMAT,
-            quoted_checkpoint,
-            b"},{".join(parts),
-            start,
-            index,
-            nodes,
-        )
-    )
+    return _batch(quoted_checkpoint, parts, start, index, _nodes_json(proof))

@@ -1,0 +1,510 @@
+"""The log's submission API: every source of entries goes through :class:`Submissions`.
+
+``POST /add`` and ``POST /add-batch`` (:mod:`translog.http.submit`) parse a request into a
+:class:`SubmitRequest` and hand it to a :class:`Submitter`. In the single-process server, and
+in the log process of the multi-process one, that is :class:`Submissions`, which owns the
+semantics:
+
+* **Limits**: payload size per entry, the inline-leaf limit, events validation
+  (:func:`check_entries`), and a per-token rate (:class:`Bucket`, 429 with Retry-After).
+* **Idempotency**: keys are scoped by token name (:func:`scope_key`); a repeated key answers
+  the first entry, marked ``duplicate``, whether that entry is durable or still in flight.
+* **Durability**: ``wait=durable`` answers a receipt once the entries are durable in a signed
+  tree; ``wait=published`` once the next published checkpoint covers them; ``wait=0`` a
+  signed promise per entry (:mod:`translog.log.promises`).
+* **Prepared runs** (:meth:`Submissions.add_prepared`): the multi-process fast path, leaves
+  already built by an HTTP worker, answered with one range proof for the whole run.
+
+An answer is the HTTP status and the exact JSON bytes; receipts are encoded by
+:mod:`translog.formats.receipt_json`, the one receipt encoder of both servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, NamedTuple, Protocol
+
+from translog.config import Config
+from translog.core.leaf import MAX_INLINE_PAYLOAD
+from translog.core.merkle import HashReader, prove_range
+from translog.errors import (
+    PushbackError,
+    RateLimitedError,
+    StorageCorruptError,
+    TooLargeError,
+    TranslogError,
+)
+from translog.formats.batch import Batch
+from translog.formats.event_schema import validate_payloads
+from translog.formats.receipt import ReceiptEntry, build_receipt
+from translog.formats.receipt_json import receipt_json
+from translog.log.promises import Prior, Promises
+from translog.log.sequencer import Accepted, AcceptedRun, Appended, Log, SignedCheckpoint
+from translog.log.tokens import TokenInfo
+from translog.metrics import LATENCY_BUCKETS, Metrics
+
+WAITS = ("durable", "published", "0")
+"""The values of ``?wait=``."""
+KINDS = ("committed", "inline")
+"""The values of ``?kind=``."""
+
+_Future = asyncio.Future[Sequence[Appended]]
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    """One submission, parsed and authenticated: what a :class:`Submitter` is asked to do."""
+
+    token: TokenInfo
+    entries: Batch
+    wait: str = "durable"
+    """``durable``, ``published`` or ``0`` (a promise)."""
+    kind: str | None = None
+    """``committed``, ``inline`` or None (the server's default)."""
+    batch: bool = False
+    """Answer a batch receipt (``/add-batch``) rather than a single one (``/add``)."""
+    started: float = 0.0
+    """``time.monotonic()`` when the request arrived (for the receipt latency histogram)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP status and the compact JSON body that goes with it."""
+
+    status: int
+    body: bytes
+
+
+class Submitter(Protocol):
+    """What the submission handlers call: :class:`Submissions`, or a worker's fast path."""
+
+    async def submit(self, request: SubmitRequest) -> Answer:
+        """Submit the request's entries; raises a TranslogError for a refusal."""
+        ...
+
+    def rejected(self, kind: str) -> None:
+        """Count a refused submission request under its error kind."""
+        ...
+
+
+def scope_key(token_name: str, key: str) -> bytes:
+    """The stored idempotency digest: keys are scoped by the token's name."""
+    return hashlib.sha256(f"{token_name}\n{key}".encode()).digest()[:16]
+
+
+def check_entries(entries: Batch, kind: str | None, config: Config) -> list[bool]:
+    """Check the limits a payload must meet; per payload, whether it is stored committed.
+
+    Payloads over ``server.max_payload_bytes`` are a 413. A payload over the inline-leaf
+    limit is committed, unless ``kind=inline`` asked otherwise (then a 413). With events on,
+    every payload must be a ``translog.event/v1``.
+    """
+    server = config.server
+    limit = server.max_payload_bytes
+    payloads = entries.payloads
+    if payloads and max(map(len, payloads)) > limit:
+        i = next(i for i, p in enumerate(payloads) if len(p) > limit)
+        raise TooLargeError(
+            f"{entries.where(i)}: payload of {len(payloads[i])} bytes exceeds the "
+            f"{limit}-byte limit"
+        )
+    if config.events.enabled:
+        validate_payloads((entries.where(i), p) for i, p in enumerate(payloads))
+    if kind == "committed" or (kind is None and server.default_kind == "committed"):
+        return [True] * len(payloads)
+    flags = [len(p) > MAX_INLINE_PAYLOAD for p in payloads]
+    if kind == "inline" and any(flags):
+        i = flags.index(True)
+        raise TooLargeError(
+            f"{entries.where(i)}: inline payload of {len(payloads[i])} bytes exceeds the "
+            f"{MAX_INLINE_PAYLOAD}-byte leaf limit; use kind=committed"
+        )
+    return flags
+
+
+class Bucket:
+    """A token bucket: ``rate`` entries per second, bursts up to one second's worth."""
+
+    __slots__ = ("tokens", "updated")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.tokens = max(rate, 1.0)
+        self.updated = now
+
+    def take(self, rate: float, n: int, now: float) -> float:
+        """Take ``n`` entries; 0 when allowed, else the seconds until they would be.
+
+        A request larger than the burst passes once the bucket is full and leaves it in debt,
+        so any batch size can get through at the configured average rate.
+        """
+        capacity = max(rate, 1.0)
+        self.tokens = min(capacity, self.tokens + (now - self.updated) * rate)
+        self.updated = now
+        need = min(float(n), capacity)
+        if self.tokens < need:
+            return (need - self.tokens) / rate
+        self.tokens -= n
+        return 0.0
+
+
+class ProofNodes:
+    """Tree nodes read for receipts, kept in memory in front of the storage.
+
+    Proofs ask only for complete subtrees (the ``HashReader`` contract), and a complete
+    subtree's hash never changes in an append-only tree, so a node read once stays valid.
+    The receipts of one batch share most of their audit paths: the batch's own nodes at the
+    right edge of the tree (which storage keeps in partial chunks and reads again for every
+    proof) and the same few upper nodes. Bounded: emptied once it holds ``limit`` nodes.
+    """
+
+    __slots__ = ("_limit", "_nodes", "_reader")
+
+    def __init__(self, reader: HashReader, limit: int = 1 << 15) -> None:
+        self._reader = reader
+        self._limit = limit
+        self._nodes: dict[tuple[int, int], bytes] = {}
+
+    def read_hashes(self, nodes: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The hashes of ``nodes``, reading only those not kept yet (one storage read)."""
+        kept = self._nodes
+        if len(kept) >= self._limit:
+            kept.clear()
+        missing = [n for n in nodes if n not in kept]
+        if missing:
+            kept.update(zip(missing, self._reader.read_hashes(missing), strict=True))
+        return [kept[n] for n in nodes]
+
+
+class PreparedRequest(NamedTuple):
+    """One request's leaves as an HTTP worker built them (the fast path's message format)."""
+
+    started: float
+    batch: bool
+    timestamp_ms: int
+    salts: list[bytes | None]
+    leaves: list[bytes]
+    bodies: list[bytes | None]
+    hashes: bytes
+
+
+class PreparedRun(NamedTuple):
+    """The answer to :meth:`Submissions.add_prepared`: where the run landed, and its proof."""
+
+    start: int
+    size: int
+    root: bytes
+    note: bytes
+    proof: list[bytes]
+    stamps: list[int]
+    """Each request's final timestamp (the log process has the final word on time)."""
+    hashes: bytes | None
+    """The run's leaf hashes when a timestamp moved (and they were made again), else None."""
+
+
+class Submissions:
+    """The submission semantics over one :class:`Log`: limits, idempotency, durability."""
+
+    def __init__(self, log: Log, config: Config, metrics: Metrics) -> None:
+        self.log, self.config, self.metrics = log, config, metrics
+        self.buckets: dict[str, Bucket] = {}
+        self.inflight: dict[bytes, tuple[Accepted, _Future]] = {}
+        """Idempotency digest → the first in-flight entry with it (FIFO: it is the one kept)."""
+        self.proof_nodes = ProofNodes(log.storage)
+        """Receipt proofs read through this."""
+        metrics.counter(
+            "translog_submissions_total", "successful submission requests, by mode and wait"
+        )
+        metrics.counter(
+            "translog_submissions_rejected_total", "refused submission requests, by reason"
+        )
+        metrics.counter(
+            "translog_duplicates_total", "entries answered from an earlier idempotency key"
+        )
+        metrics.histogram(
+            "translog_receipt_seconds",
+            "time from request to receipt for ?wait=durable",
+            LATENCY_BUCKETS,
+        )
+        self.promises = Promises(log, metrics, config.publisher.max_merge_delay_ms)
+
+    # -- the API ------------------------------------------------------------------------
+
+    async def submit(self, request: SubmitRequest) -> Answer:
+        """Rate, idempotency scope, then a receipt (200) or promises (202)."""
+        entries = request.entries
+        committed = check_entries(entries, request.kind, self.config)
+        self.limit(request.token, len(entries))
+        keys = entries.keys
+        digests: list[bytes | None] = (
+            [None] * len(entries)
+            if keys is None
+            else [None if k is None else scope_key(request.token.name, k) for k in keys]
+        )
+        metrics = self.metrics
+        wait = request.wait
+        if wait == "0":
+            promises = await self._promise(entries, committed, digests)
+            body: Any = {"promises": promises} if request.batch else promises[0]
+            answer = Answer(202, _ENCODER.encode(body).encode("utf-8"))
+        else:
+            appended = await self._durable(entries, committed, digests)
+            metrics.inc("translog_duplicates_total", sum(a.duplicate for a in appended))
+            answer = Answer(200, await self._receipt(appended, wait, batch=request.batch))
+            if wait == "durable":
+                latency = time.monotonic() - request.started
+                metrics.histograms["translog_receipt_seconds"].observe(latency)
+        mode = "batch" if request.batch else "single"
+        metrics.inc("translog_submissions_total", mode=mode, wait=wait)
+        return answer
+
+    async def record(self, payloads: Sequence[bytes]) -> None:
+        """Entries the log writes about itself (self-audit events, admin actions): committed,
+        without a token's limits, and durable when this returns."""
+        await self.log.submit(payloads, committed=True)
+
+    def rejected(self, kind: str) -> None:
+        """Count a refused submission request under its error kind."""
+        self.metrics.inc("translog_submissions_rejected_total", reason=kind)
+
+    async def close(self) -> None:
+        """After the log has closed (it drains the pool), let promise watchers finish."""
+        await self.promises.drain()
+
+    # -- limits and idempotency ---------------------------------------------------------
+
+    def limit(self, token: TokenInfo, n: int) -> None:
+        """Charge ``n`` entries to the token's rate; RateLimitedError (429) when over it."""
+        rate = token.rate_per_s
+        if rate <= 0:
+            return
+        now = time.monotonic()
+        bucket = self.buckets.get(token.name)
+        if bucket is None:
+            bucket = self.buckets[token.name] = Bucket(rate, now)
+        wait = bucket.take(rate, n, now)
+        if wait > 0:
+            raise RateLimitedError(
+                f"token {token.name!r} is limited to {rate:g} entries per second",
+                retry_after=wait,
+            )
+
+    def register(
+        self, digests: Sequence[bytes | None], accepted: list[Accepted], fut: _Future
+    ) -> None:
+        """Remember keyed entries until their future completes."""
+        for digest, acc in zip(digests, accepted, strict=True):
+            if digest is not None and digest not in self.inflight:
+                self.inflight[digest] = (acc, fut)
+                fut.add_done_callback(partial(self._release, digest))
+
+    def _release(self, digest: bytes, fut: _Future) -> None:
+        if self.inflight.get(digest, (None, None))[1] is fut:
+            del self.inflight[digest]
+
+    def prior(self, digest: bytes) -> Prior | None:
+        """The entry ``digest`` already names: durable first, then in flight (submitted
+        here, or a promised entry re-queued after a crash and not yet sequenced)."""
+        log = self.log
+        index = log.storage.lookup_dedupe(digest)
+        if index is not None:
+            entry = log.entries(index, index + 1)[0]
+            return Prior(entry.leaf, entry.salt, None)
+        hit = self.inflight.get(digest) or log.requeued(digest)
+        return None if hit is None else Prior(hit[0].leaf, hit[0].salt, hit[1])
+
+    # -- durable entries ----------------------------------------------------------------
+
+    def _accept(self, entries: Batch, committed: Sequence[bool]) -> list[Accepted]:
+        """Build the leaves now, one ``Log.accept`` per run of one kind (timestamps ordered)."""
+        accepted: list[Accepted] = []
+        start = 0
+        payloads = entries.payloads
+        for i in range(1, len(payloads) + 1):
+            if i == len(payloads) or committed[i] != committed[start]:
+                accepted += self.log.accept(payloads[start:i], committed=committed[start])
+                start = i
+        return accepted
+
+    def enqueue(
+        self,
+        entries: Batch,
+        committed: Sequence[bool],
+        digests: Sequence[bytes | None],
+        persisted: list[asyncio.Future[None]] | None = None,
+    ) -> tuple[list[Accepted], _Future]:
+        """Accept and submit; PushbackError (503) when the pool is full.
+
+        ``persisted`` (for promises) receives a future that resolves once the accepted leaves
+        are recorded durably, so a crash before sequencing cannot break the promise.
+        """
+        accepted = self._accept(entries, committed)
+        keys = list(digests) if any(d is not None for d in digests) else None
+        fut = self.log.submit(
+            entries.payloads,
+            committed=any(committed),
+            keys=keys,
+            accepted=accepted,
+            persisted=persisted,
+        )
+        self.register(digests, accepted, fut)
+        return accepted, fut
+
+    async def _durable(
+        self, entries: Batch, committed: Sequence[bool], digests: Sequence[bytes | None]
+    ) -> Sequence[Appended]:
+        """Submit and wait until durable. A key already in flight makes this a duplicate."""
+        was_inflight = len(entries) == 1 and digests[0] is not None and digests[0] in self.inflight
+        _, fut = self.enqueue(entries, committed, digests)
+        # shield: a cancelled handler must not cancel a future other requests may share.
+        appended = await asyncio.shield(fut)
+        if was_inflight and not appended[0].duplicate:
+            appended = [replace(appended[0], duplicate=True)]
+        return appended
+
+    async def _receipt(self, appended: Sequence[Appended], wait: str, *, batch: bool) -> bytes:
+        """The receipt: proofs against the batch checkpoint, or the next published one."""
+        signed = max((a.checkpoint for a in appended), key=lambda c: c.size)
+        if wait == "published":
+            signed = await self._next_published(max(a.index for a in appended) + 1)
+        entries = [
+            ReceiptEntry(a.index, a.leaf, a.leaf_hash, a.timestamp_ms, a.salt, a.duplicate)
+            for a in appended
+        ]
+        receipt = build_receipt(signed.note, signed.size, entries, self.proof_nodes, batch=batch)
+        return receipt_json(receipt)
+
+    async def _next_published(self, min_size: int) -> SignedCheckpoint:
+        """The next published checkpoint of at least ``min_size``; 503 if none comes in time."""
+        interval = self.config.publisher.interval_ms / 1000
+        timeout = max(5.0, 10 * interval)
+        try:
+            return await asyncio.wait_for(self.log.wait_published(min_size), timeout)
+        except TimeoutError as e:
+            raise PushbackError(
+                f"the entries are durable but no checkpoint was published within {timeout:g} s; "
+                "retry with the same idempotency keys, or use wait=durable",
+                retry_after=interval,
+            ) from e
+
+    # -- promises -----------------------------------------------------------------------
+
+    async def _promise(
+        self, entries: Batch, committed: Sequence[bool], digests: Sequence[bytes | None]
+    ) -> list[dict[str, Any]]:
+        """Sign a promise per entry; submit only entries whose key names no earlier entry."""
+        sources: list[Prior | int] = []
+        fresh: list[int] = []
+        first: dict[bytes, int] = {}
+        for i, digest in enumerate(digests):
+            prior = None if digest is None else self.prior(digest)
+            if prior is not None:
+                sources.append(prior)
+            elif digest is not None and digest in first:
+                sources.append(first[digest])
+            else:
+                if digest is not None:
+                    first[digest] = len(fresh)
+                sources.append(len(fresh))
+                fresh.append(i)
+        persisted: list[asyncio.Future[None]] = []
+        accepted: list[Accepted] = []
+        fut: _Future | None = None
+        if fresh:
+            keys = entries.keys
+            subset = Batch(
+                [entries.payloads[i] for i in fresh],
+                None if keys is None else [keys[i] for i in fresh],
+                [entries.where(i) for i in fresh],
+            )
+            accepted, fut = self.enqueue(
+                subset, [committed[i] for i in fresh], [digests[i] for i in fresh], persisted
+            )
+        for done in persisted:
+            # shield: a client that hangs up must not cancel the record other entries share.
+            await asyncio.shield(done)
+        resolved = [
+            s if isinstance(s, Prior) else Prior(accepted[s].leaf, accepted[s].salt, fut)
+            for s in sources
+        ]
+        return self.promises.sign(resolved, sources)
+
+    # -- the multi-process fast path ----------------------------------------------------
+
+    def add_prepared(
+        self,
+        requests: Sequence[PreparedRequest],
+        done: Callable[[PreparedRun | TranslogError], None],
+    ) -> None:
+        """Submit worker-built leaves as one group; ``done`` gets the run once durable.
+
+        Timestamps stay non-decreasing (:meth:`Log.accept_prepared`). One range proof for the
+        whole run, not one proof per entry: the worker derives each receipt's proof from it.
+        """
+        log = self.log
+        accepted = AcceptedRun()
+        payloads: list[bytes | None] = []
+        stamps: list[int] = []
+        rebuilt = False
+        try:
+            for r in requests:
+                got, moved = log.accept_prepared(r.timestamp_ms, r.salts, r.leaves, r.hashes)
+                stamps.append(got.stamps[0])
+                rebuilt |= moved
+                accepted.extend(got)
+                payloads += r.bodies
+            fut = log.submit(payloads, committed=True, accepted=accepted)  # type: ignore[arg-type]
+        except TranslogError as e:
+            done(e)
+            return
+        fut.add_done_callback(
+            partial(self._prepared_durable, requests, stamps, accepted, rebuilt, done)
+        )
+
+    def _prepared_durable(
+        self,
+        requests: Sequence[PreparedRequest],
+        stamps: list[int],
+        accepted: AcceptedRun,
+        rebuilt: bool,
+        done: Callable[[PreparedRun | TranslogError], None],
+        fut: _Future,
+    ) -> None:
+        if fut.cancelled():
+            done(PushbackError("the log is shutting down", 5.0))
+            return
+        error = fut.exception()
+        if isinstance(error, TranslogError):
+            done(error)
+            return
+        if error is not None:
+            raise error
+        appended = fut.result()
+        start, signed = appended[0].index, appended[0].checkpoint
+        end = start + len(appended)
+        try:
+            if appended[-1].index != end - 1:
+                raise StorageCorruptError(f"a group was not sequenced contiguously at {start}")
+            nodes = prove_range(start, end, signed.size, self.proof_nodes)
+        except TranslogError as e:
+            done(e)
+            return
+        now = time.monotonic()
+        latency = self.metrics.histograms["translog_receipt_seconds"]
+        for r in requests:
+            latency.observe(now - r.started)
+            mode = "batch" if r.batch else "single"
+            self.metrics.inc("translog_submissions_total", mode=mode, wait="durable")
+        # The worker has the leaf hashes, unless a timestamp moved and they were made again.
+        hashes = b"".join(accepted.hashes) if rebuilt else None
+        done(
+            PreparedRun(
+                start, signed.size, signed.root_hash, signed.note, list(nodes), stamps, hashes
+            )
+        )
