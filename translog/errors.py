@@ -12,6 +12,7 @@ Messages are lowercase, say what failed, and include the numbers involved.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # -- the root and the kinds every layer uses ------------------------------------------------
@@ -178,6 +179,30 @@ class TileMismatchError(TranslogError):
 
 class PipelineError(NetworkError):
     """A pipelined request failed; retry it through the regular transport."""
+
+
+class SplitViewError(InconsistencyError):
+    """A foreign checkpoint (from a witness or another monitor) contradicts the verified view.
+
+    ``finding`` holds both checkpoints and the proof (a ``translog.monitor.consistency.Finding``);
+    ``evidence`` is the path of the evidence file written for it (also raised as an alert).
+    """
+
+    def __init__(
+        self, message: str, finding: Any = None, evidence_path: Path | None = None
+    ) -> None:
+        super().__init__(
+            message,
+            older=finding.older.note if finding is not None else None,
+            newer=finding.newer.note if finding is not None else None,
+            proof=list(finding.proof) if finding is not None else None,
+        )
+        self.finding = finding
+        self.evidence = evidence_path
+
+
+class TilesUnusableError(TranslogError):
+    """The log's tiles do not rebuild its signed root (the recomputation will say where)."""
 
 
 # -- log: submission ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from tests.integration.logservers import ThreadedServer
 from translog.cli.command import main
 from translog.client import SyncLogClient
 from translog.core.signing import NoteSigner
-from translog.formats.bundle import parse_bundle
+from translog.formats.bundle_json import parse_bundle
 from translog.http.app import make_app
 from translog.log.tokens import TokenStore
 from translog.storage.memory import MemoryStorage

@@ -11,8 +11,8 @@ from tests.monitor.helpers import make_log
 from translog.client.transport import Transport
 from translog.core.tiles import TileRef
 from translog.errors import NotFoundError, PipelineError
-from translog.monitor.follower import _in_order
 from translog.monitor.pipeline import Pipeline
+from translog.monitor.rebuild import in_order
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ async def test_pipelined_answers_match_and_keep_order(server: MaliciousServer) -
     p = Pipeline(server.url, None, connections=3)
     t = Transport(server.url, timeout=5, retries=0, session=None)
     try:
-        got = [(ref, data) async for ref, data in _in_order(t, _refs(), None, 16, p)]
+        got = [(ref, data) async for ref, data in in_order(t, _refs(), None, 16, p)]
     finally:
         await p.close()
         await t.close()
@@ -66,7 +66,7 @@ async def test_fallback_when_the_server_closes_connections() -> None:
     t = Transport(srv.url, timeout=5, retries=1, session=None)
     refs = [TileRef(0, i, 256) for i in range(20)]
     try:
-        got = [(r.path, d) async for r, d in _in_order(t, refs, None, 8, p)]
+        got = [(r.path, d) async for r, d in in_order(t, refs, None, 8, p)]
     finally:
         await p.close()
         await t.close()
@@ -79,7 +79,7 @@ async def test_not_found_surfaces_through_the_transport(server: MaliciousServer)
     t = Transport(server.url, timeout=5, retries=0, session=None)
     try:
         with pytest.raises(NotFoundError):
-            async for _ in _in_order(t, [TileRef(0, 999, 256)], None, 4, p):
+            async for _ in in_order(t, [TileRef(0, 999, 256)], None, 4, p):
                 pass
     finally:
         await p.close()

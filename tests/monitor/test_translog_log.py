@@ -18,7 +18,7 @@ from translog.client import LogClient
 from translog.config import Config, LogSection, PublisherSection
 from translog.core.ct import TreeHeadSigner
 from translog.core.signing import NoteSigner
-from translog.errors import NotFoundError
+from translog.errors import NotFoundError, SplitViewError
 from translog.formats.receipt import format_promise
 from translog.formats.rules import rule_from_config
 from translog.formats.verify import verify_file
@@ -26,7 +26,7 @@ from translog.http.app import make_app
 from translog.log.tokens import TokenStore
 from translog.monitor.alerts import Reporter, WebhookSink
 from translog.monitor.config import LogConfig
-from translog.monitor.follower import Follower, SplitViewError
+from translog.monitor.follower import Follower
 from translog.monitor.store import Store
 from translog.storage.memory import MemoryStorage
 

@@ -40,7 +40,7 @@ from translog.core.tiles import encode_bundle as encode_tile_bundle
 from translog.core.vkey import parse_vkey
 from translog.errors import TranslogError
 from translog.formats.batch import parse_batch
-from translog.formats.bundle import encode_bundle, parse_bundle
+from translog.formats.bundle_json import encode_bundle, parse_bundle
 from translog.formats.event_builder import build_event, encode_event
 from translog.formats.event_schema import parse_event
 from translog.formats.misbehaviour import parse_misbehaviour

@@ -34,15 +34,9 @@ from translog.errors import (
     UnknownKeyError,
     VerificationError,
 )
-from translog.formats.bundle import (
-    Bundle,
-    build_bundle,
-    encode_bundle,
-    format_bundle,
-    parse_bundle,
-    proof_range,
-    verify_bundle,
-)
+from translog.formats.bundle import Bundle, build_bundle, proof_range
+from translog.formats.bundle_json import encode_bundle, format_bundle, parse_bundle
+from translog.formats.bundle_verify import verify_bundle
 
 ORIGIN = "bundle.example/log"
 SIGNER = NoteSigner.generate(ORIGIN)

@@ -29,8 +29,6 @@ NOT_IMPORTED = frozenset({"translog.__main__"})
 #: PENDING: the coordinator empties this set when their branches are merged.
 PENDING = frozenset(
     {
-        "translog.monitor.follower.SplitViewError",
-        "translog.monitor.follower.TilesUnusable",
         "translog.storage.lmdb._Stopped",
     }
 )

@@ -26,7 +26,8 @@ from translog.errors import (
     UnknownKeyError,
     VerificationError,
 )
-from translog.formats.bundle import build_bundle, encode_bundle, proof_range
+from translog.formats.bundle import build_bundle, proof_range
+from translog.formats.bundle_json import encode_bundle
 from translog.formats.proof import TlogProof, format_proof
 from translog.formats.receipt import (
     ReceiptEntry,
@@ -332,7 +333,7 @@ def test_cli_verify_exit_codes(files: dict[str, Path], capsys: pytest.CaptureFix
 
 def test_offline_modules_import_no_network_stack() -> None:
     code = (
-        "import translog.formats.verify, translog.formats.bundle, sys; "
+        "import translog.formats.verify, translog.formats.bundle_verify, sys; "
         "print([m for m in ('aiohttp','lmdb') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -636,7 +636,7 @@ def _parse_time(text: str, what: str) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from translog.client.export import export_bundle
-    from translog.formats.bundle import encode_bundle
+    from translog.formats.bundle_json import encode_bundle
 
     from_ms, to_ms = _parse_time(args.from_, "--from"), _parse_time(args.to, "--to")
     earlier = [_read_file(p, "checkpoint file") for p in args.checkpoint or []]

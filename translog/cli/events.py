@@ -64,7 +64,8 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from translog.cli.command import _read_file, _vkey, _write_file
-    from translog.formats.bundle import parse_bundle, verify_bundle, with_summary
+    from translog.formats.bundle_json import parse_bundle
+    from translog.formats.bundle_verify import verify_bundle, with_summary
     from translog.formats.event_summary import render_html
 
     vkey = _vkey(args)

@@ -28,14 +28,8 @@ from translog.core.policy import WitnessPolicy
 from translog.core.tiles import TileHashReader
 from translog.core.vkey import parse_vkey
 from translog.errors import AuthError, ConfigError, ForbiddenError, MalformedError
-from translog.formats.bundle import (
-    Bundle,
-    Selection,
-    build_bundle,
-    proof_range,
-    verify_bundle,
-    with_summary,
-)
+from translog.formats.bundle import Bundle, Selection, build_bundle, proof_range
+from translog.formats.bundle_verify import verify_bundle, with_summary
 from translog.formats.event_schema import Query
 from translog.log.self_audit import ranges
 

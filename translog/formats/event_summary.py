@@ -1,7 +1,7 @@
 """The one-page evidence summary of a bundle, and its HTML rendering. Pure.
 
 The summary is computed from a verified bundle only
-(:func:`translog.formats.bundle.bundle_summary`),
+(:func:`translog.formats.bundle_verify.bundle_summary`),
 so ``translog verify`` recomputes it and refuses a bundle whose summary says anything else:
 every count, the period, the checkpoints covered and the verification statement are checked,
 not trusted. ``render_html`` makes the page an auditor files in the working papers.

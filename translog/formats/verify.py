@@ -9,7 +9,7 @@ kind            recognised by                             checked with
 ``receipts``    NDJSON, one receipt per line              the same, for every line
 ``promise``     JSON ``"format": "translog-promise/v1"``  ``receipt.verify_promise``
 ``proof``       first line ``c2sp.org/tlog-proof@v1``     ``proof.verify_proof``
-``bundle``      JSON ``translog-bundle/v1``, or gzip      ``bundle.verify_bundle``
+``bundle``      JSON ``translog-bundle/v1``, or gzip      ``bundle_verify.verify_bundle``
 ``checkpoint``  a signed note                             ``checkpoint.open_checkpoint``
 ``evidence``    JSON ``translog-monitor-evidence/v1``     ``evidence.verify_evidence``
                 (or ``translog-evidence/v1``)
@@ -43,13 +43,9 @@ from translog.core.signing import NoteVerifier
 from translog.core.vkey import parse_vkey
 from translog.errors import ConfigError, MalformedError, VerificationError
 from translog.formats.bundle import FORMAT as BUNDLE_FORMAT
-from translog.formats.bundle import (
-    GZIP_MAGIC,
-    PAYLOAD_STATUSES,
-    BundleReport,
-    parse_bundle,
-    verify_bundle,
-)
+from translog.formats.bundle import PAYLOAD_STATUSES
+from translog.formats.bundle_json import GZIP_MAGIC, parse_bundle
+from translog.formats.bundle_verify import BundleReport, verify_bundle
 from translog.formats.evidence import FORMAT as EVIDENCE_FORMAT
 from translog.formats.evidence import LEGACY_FORMAT as LEGACY_EVIDENCE_FORMAT
 from translog.formats.evidence import verify_evidence

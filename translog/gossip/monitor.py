@@ -18,7 +18,8 @@ from pathlib import Path
 from translog.core.signing import NoteVerifier
 from translog.errors import NotFoundError
 from translog.formats.misbehaviour import KIND_SAME_SIZE, Misbehaviour
-from translog.monitor.follower import Follower, now_ms
+from translog.monitor.follower import Follower
+from translog.monitor.follower_base import now_ms
 from translog.monitor.monitor import Monitor
 
 

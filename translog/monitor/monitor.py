@@ -14,7 +14,7 @@ stays at it is never ``stale``. It is also the hook for gossip (witnesses, other
   origin;
 * :meth:`Monitor.check_foreign` checks a signed checkpoint obtained elsewhere against that
   view, proving consistency from the log's tiles, and raises
-  :class:`~translog.monitor.follower.SplitViewError` (with the evidence file) on a split view.
+  :class:`~translog.errors.SplitViewError` (with the evidence file) on a split view.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from typing import Any
 
 from translog.client.checkpoints import VerifiedCheckpoint
 from translog.client.transport import Transport
-from translog.errors import NotFoundError, TranslogError
+from translog.errors import NotFoundError, SplitViewError, TranslogError
 from translog.formats.loglist import parse_log_list
 from translog.monitor.alerts import FileSink, Reporter, Sink, StreamSink, WebhookSink
 from translog.monitor.config import LogConfig, LogListConfig, MonitorConfig
-from translog.monitor.follower import Follower, SplitViewError, now_ms
+from translog.monitor.follower import Follower
+from translog.monitor.follower_base import now_ms
 from translog.monitor.store import Store
 
 __all__ = ["Monitor", "SplitViewError"]
