@@ -15,7 +15,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from translog.cli.command import EXIT_OK, _data_arg, _data_config, _Progress
+from translog.cli.common import (
+    EXIT_OK,
+    Progress,
+    add_data_arg,
+    data_config,
+    read_file,
+    vkey_from,
+    write_file,
+)
 from translog.errors import (
     AuthError,
     ConfigError,
@@ -35,7 +43,7 @@ def spool_admin(
 
     Only logs with ``[events] enabled`` and ``self_audit`` record them.
     """
-    config = _data_config(data, config_path)
+    config = data_config(data, config_path)
     if not (config.events.enabled and config.events.self_audit):
         return
     payload = admin_event(
@@ -53,7 +61,7 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
         raise ConfigError("events.enabled is false in this log's config: nothing to index")
     storage = data_dir.open_storage()
     try:
-        progress = _Progress("reindex", enabled=not args.quiet)
+        progress = Progress("reindex", enabled=not args.quiet)
         n = reindex(storage, progress=progress)
     finally:
         storage.close()
@@ -63,19 +71,18 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from translog.cli.command import _read_file, _vkey, _write_file
     from translog.formats.bundle_json import parse_bundle
     from translog.formats.bundle_verify import verify_bundle, with_summary
     from translog.formats.event_summary import render_html
 
-    vkey = _vkey(args)
-    bundle = parse_bundle(_read_file(args.bundle, "bundle"))
+    vkey = vkey_from(args)
+    bundle = parse_bundle(read_file(args.bundle, "bundle"))
     verify_bundle(bundle, vkey)  # a bundle's own summary must match what it shows
     summary = with_summary(bundle, vkey).summary
     assert summary is not None
     page = render_html(summary)
     if args.html:
-        _write_file(args.html, page.encode())
+        write_file(args.html, page.encode())
         print(f"wrote {args.html}")
     if args.pdf:
         print_pdf(page, Path(args.pdf))
@@ -204,7 +211,7 @@ def _admin_args(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the audit-event commands."""
     p = sub.add_parser("reindex", help="rebuild the audit-event search indexes from the log")
-    _data_arg(p)
+    add_data_arg(p)
     p.add_argument("-c", "--config", help="config file (default DATA/translog.toml)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_reindex)

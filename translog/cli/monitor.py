@@ -16,15 +16,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from translog.cli.command import (
+from translog.cli.common import (
     EXIT_ERROR,
     EXIT_INCONSISTENT,
     EXIT_OK,
     EXIT_VERIFY,
-    _eprint,
-    _log_args,
-    _read_file,
-    _vkey,
+    add_log_args,
+    eprint,
+    read_file,
+    vkey_from,
 )
 from translog.errors import ConfigError
 
@@ -80,12 +80,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     log = LogConfig(
         name=args.name or "audit",
         url=args.url,
-        vkey=_vkey(args),
+        vkey=vkey_from(args),
         policy=Path(args.policy) if args.policy else None,
         read_token=token,
         timeout_seconds=args.timeout,
     )
-    earlier = [_read_file(p, "checkpoint file") for p in args.checkpoint or []]
+    earlier = [read_file(p, "checkpoint file") for p in args.checkpoint or []]
 
     async def go() -> Any:
         sinks: list[Sink] = [FileSink(Path(args.output)) if args.output else StreamSink()]
@@ -106,11 +106,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     kinds = {a.kind for a in result.alerts}
     for a in result.alerts:
-        _eprint(f"translog audit: {a.kind}: {a.message}")
+        eprint(f"translog audit: {a.kind}: {a.message}")
         if a.evidence is not None:
-            _eprint(f"  evidence: {a.evidence}")
+            eprint(f"  evidence: {a.evidence}")
     if result.root is not None:
-        _eprint(
+        eprint(
             f"audited {result.entries:,} entries of {log.origin} in {elapsed:.1f} s "
             f"({result.entries / max(elapsed, 1e-9):,.0f}/s): checkpoint size {result.size}; "
             f"{len(result.alerts)} alert(s) ({iso_ms(int(time.time() * 1000))})"
@@ -136,7 +136,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, monitor.stop)
         names = ", ".join(f"{f.name} ({f.origin})" for f in monitor.followers.values())
-        _eprint(f"translog monitor: following {names}; state {config.state}")
+        eprint(f"translog monitor: following {names}; state {config.state}")
         gossip = None
         if config.gossip is not None and not args.once:
             gossip = await _start_gossip(monitor, config.gossip, args.gossip_ready_file)
@@ -146,7 +146,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             if gossip is not None:
                 await gossip()
             await monitor.close()
-        _eprint("translog monitor: stopped")
+        eprint("translog monitor: stopped")
 
     asyncio.run(go())
     return EXIT_OK
@@ -191,7 +191,7 @@ async def _start_gossip(
     bound = int(runner.addresses[0][1])
     if not config.name:
         gossip.name = f"monitor {host}:{bound}"
-    _eprint(f"translog monitor: gossip at http://{host}:{bound}, peers: {', '.join(config.peers)}")
+    eprint(f"translog monitor: gossip at http://{host}:{bound}, peers: {', '.join(config.peers)}")
     if ready_file:
         write_ready_file(Path(ready_file), bound)
     task = asyncio.create_task(gossip.run(), name="translog-gossip")
@@ -221,7 +221,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("audit", help="recompute a whole log once; non-zero exit on any alert")
     p.add_argument("url", help="the log's base URL (any C2SP tlog-tiles log)")
-    _log_args(p, url=False, state=False)
+    add_log_args(p, url=False, state=False)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
     p.add_argument("--name", help="a name for the log in alerts (default: audit)")
     p.add_argument(

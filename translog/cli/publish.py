@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from translog.cli.common import EXIT_INCONSISTENT, EXIT_OK, EXIT_VERIFY, eprint
 from translog.errors import ConfigError
 
 if TYPE_CHECKING:
     from translog.config import Config
     from translog.log.datadir import DataDir
-
-EXIT_OK, EXIT_ERROR = 0, 1
-
-
-def _say(*args: object) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 class _Progress:
@@ -34,7 +28,7 @@ class _Progress:
         self.last = now
         rate = done / max(now - self.started, 1e-9)
         pct = 100.0 * done / total if total else 100.0
-        _say(f"{self.what}: {done}/{total} ({pct:5.1f}%), {rate:,.0f}/s")
+        eprint(f"{self.what}: {done}/{total} ({pct:5.1f}%), {rate:,.0f}/s")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,7 +120,7 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     storage = data_dir.open_storage()
     started = time.monotonic()
     try:
-        _say(f"rebuild: reading {public.url}" + (f" and {private.url}" if private else ""))
+        eprint(f"rebuild: reading {public.url}" + (f" and {private.url}" if private else ""))
         report = sync_from_store(
             storage,
             public,
@@ -248,8 +242,8 @@ def _cmd_mirror(args: argparse.Namespace) -> int:
             if runner is not None:
                 await runner.cleanup()
         if mirror.halted is not None:
-            _say(f"translog: mirror halted: {mirror.halted}")
-            return 4
+            eprint(f"translog: mirror halted: {mirror.halted}")
+            return EXIT_INCONSISTENT
         return EXIT_OK
 
     try:
@@ -352,13 +346,13 @@ def _cmd_logs(args: argparse.Namespace) -> int:
                 if log.final_checkpoint is not None:
                     final = log.final_checkpoint
                     if (cp.size, cp.checkpoint.root_hash) != (final.size, final.root_hash):
-                        _say(
+                        eprint(
                             f"translog: frozen log {log.name} serves size {cp.size}, "
                             f"not its final checkpoint (size {final.size})"
                         )
                         bad += 1
                         continue
                 print(f"ok: {log.name} serves a verified checkpoint of size {cp.size}")
-        return 3 if bad else EXIT_OK
+        return EXIT_VERIFY if bad else EXIT_OK
 
     return asyncio.run(check())

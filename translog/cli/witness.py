@@ -16,9 +16,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+from translog.cli.common import EXIT_OK
 from translog.errors import ConfigError, MalformedError
-
-EXIT_OK = 0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
