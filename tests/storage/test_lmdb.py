@@ -11,7 +11,7 @@ import pytest
 from translog.core.leaf import committed_leaf
 from translog.core.merkle import Frontier, MemoryHashes, leaf_hash
 from translog.errors import StorageCorruptError, StorageFullError
-from translog.log.sequencer import check_leaves
+from translog.log.reads import check_leaves
 from translog.storage.base import NewEntry, StoredCheckpoint, StoredEntry, WriteBatch
 from translog.storage.lmdb import CHUNK, LMDBStorage
 

@@ -69,7 +69,7 @@ from translog.log.base import (
     log,
 )
 from translog.log.group_commit import GroupCommit
-from translog.log.reads import Reads, check_leaves
+from translog.log.reads import Reads
 from translog.log.recovery import Recovery
 from translog.metrics import LATENCY_BUCKETS, SIZE_BUCKETS, Histogram
 from translog.storage.base import NewEntry, PromisedEntry, Storage, StoredCheckpoint
@@ -83,7 +83,6 @@ __all__ = [
     "Log",
     "LogOptions",
     "SignedCheckpoint",
-    "check_leaves",
     "now_ms",
 ]
 

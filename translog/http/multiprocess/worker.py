@@ -52,7 +52,7 @@ from translog.http.multiprocess.fastpath import FastPath, HubClient
 from translog.http.multiprocess.hub import die_with_parent, pack, read_message, unpacker
 from translog.http.multiprocess.upstream import HOP_BY_HOP, NOT_FORWARDED_BACK, Upstream
 from translog.http.read import IMMUTABLE_LIFETIME, accepts_gzip
-from translog.log.sequencer import check_leaves
+from translog.log.reads import check_leaves
 from translog.log.tokens import TokenStore
 from translog.storage.lmdb import LMDBStorage
 
