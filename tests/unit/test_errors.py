@@ -31,7 +31,6 @@ PENDING = frozenset(
     {
         "translog.monitor.follower.SplitViewError",
         "translog.monitor.follower.TilesUnusable",
-        "translog.storage.lmdb._Stopped",
     }
 )
 
