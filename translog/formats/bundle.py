@@ -49,9 +49,10 @@ from typing import Any
 from translog.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
 from translog.core.jsonfields import Fields, encode_base64, strict_json
 from translog.core.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
-from translog.core.merkle import HASH_SIZE, leaf_hash, verify_consistency, verify_range
+from translog.core.merkle import HASH_SIZE, leaf_hash, verify_consistency
 from translog.core.note import decode_base64, parse_note
 from translog.core.policy import WitnessPolicy
+from translog.core.range_proof import verify_range
 from translog.core.signing import NoteVerifier
 from translog.core.vkey import parse_vkey
 from translog.errors import (

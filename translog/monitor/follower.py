@@ -48,16 +48,10 @@ from translog.client.log_client import LogClient
 from translog.client.proofs import Proofs
 from translog.client.transport import Transport
 from translog.core.checkpoint import Checkpoint, open_checkpoint
-from translog.core.merkle import (
-    EMPTY_ROOT,
-    HASH_SIZE,
-    leaf_hash,
-    prove_node_inclusion,
-    prove_range,
-    root_from_node_proof,
-    verify_consistency,
-)
+from translog.core.merkle import EMPTY_ROOT, HASH_SIZE, leaf_hash, verify_consistency
+from translog.core.node_proof import prove_node_inclusion, root_from_node_proof
 from translog.core.policy import WitnessPolicy, parse_policy
+from translog.core.range_proof import prove_range
 from translog.core.signing import NoteVerifier
 from translog.core.tiles import (
     TILE_HEIGHT,

@@ -53,7 +53,7 @@ import msgpack
 from aiohttp import web
 
 from translog.config import format_config
-from translog.core.merkle import prove_range
+from translog.core.range_proof import prove_range
 from translog.errors import ConfigError, PushbackError, StorageCorruptError, TranslogError
 from translog.http import app as app_module
 from translog.http.errors import status_for
