@@ -2,7 +2,7 @@
 
 Every error translog raises derives from :class:`TranslogError`, and every exception class is
 defined here, grouped by the layer that raises it. Third-party exceptions are mapped once, at
-the module that touches the library (``lmdb.Error`` in ``storage/lmdb.py``,
+the module that touches the library (``lmdb.Error`` in ``storage/lmdb_env.py``,
 ``InvalidSignature`` in ``core/signing.py``, aiohttp client errors in ``client/transport.py``).
 The HTTP layer maps these classes to status codes in exactly one table
 (``translog/http/errors.py``) and the CLI maps them to exit codes in ``cli/command.py``.
@@ -127,6 +127,14 @@ class ProblemLimitError(TranslogError):
     """fsck found ``max_problems`` problems and stops checking.
 
     Internal to :func:`translog.log.fsck.fsck`, which catches it and returns its report.
+    """
+
+
+class MergerStoppedError(TranslogError):
+    """The background merger of the LMDB leaf-hash index was asked to stop (``close``).
+
+    Internal to :class:`translog.storage.lmdb_leafidx.LMDBLeafIndex`: raised between two
+    slices of a merge and caught by the merger thread, which then ends.
     """
 
 

@@ -32,12 +32,12 @@ from translog.core.leaf import (
 )
 from translog.core.merkle import (
     MemoryHashes,
-    inclusion_proofs_from_range,
     leaf_hash,
     prove_inclusion,
     tree_hash,
     verify_inclusion,
 )
+from translog.core.range_proof import inclusion_proofs_from_range
 from translog.core.signing import NoteSigner
 from translog.errors import StorageError, StorageFullError
 from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt

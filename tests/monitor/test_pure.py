@@ -8,15 +8,8 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from translog.core.merkle import (
-    MemoryHashes,
-    consistency_roots,
-    leaf_hash,
-    prove_consistency,
-    prove_node_inclusion,
-    root_from_node_proof,
-    tree_hash,
-)
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_consistency, tree_hash
+from translog.core.node_proof import consistency_roots, prove_node_inclusion, root_from_node_proof
 from translog.core.tiles import encode_bundle, read_tile, tiles_for_size
 from translog.formats.rules import Hit, RuleEngine, check_firing, rule_from_config
 from translog.monitor.recompute import TreeBuilder, bundle_leaf_hashes, split_edge

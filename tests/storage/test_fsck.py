@@ -16,7 +16,8 @@ from translog.errors import StorageCorruptError
 from translog.log.datadir import init_data_dir, open_data_dir
 from translog.log.fsck import fsck
 from translog.log.sequencer import Log, LogOptions
-from translog.storage.lmdb import CHUNK, LMDBStorage
+from translog.storage.lmdb import LMDBStorage
+from translog.storage.lmdb_env import CHUNK
 
 N = CHUNK * 12 + 7  # full chunks at levels 0 and 2, plus tails
 

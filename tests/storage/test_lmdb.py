@@ -13,7 +13,8 @@ from translog.core.merkle import Frontier, MemoryHashes, leaf_hash
 from translog.errors import StorageCorruptError, StorageFullError
 from translog.log.reads import check_leaves
 from translog.storage.base import NewEntry, StoredCheckpoint, StoredEntry, WriteBatch
-from translog.storage.lmdb import CHUNK, LMDBStorage
+from translog.storage.lmdb import LMDBStorage
+from translog.storage.lmdb_env import CHUNK
 
 from .test_conformance import all_nodes, make_batch
 
@@ -145,9 +146,9 @@ def test_records_of_the_earlier_layout_still_read(tmp_path: Path) -> None:
 def test_cached_chunks_match_the_store_across_growth_and_eviction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import translog.storage.lmdb as lmdb_mod
+    import translog.storage.lmdb_reads as reads_mod
 
-    monkeypatch.setattr(lmdb_mod, "_CHUNK_CACHE_MAX", 3)
+    monkeypatch.setattr(reads_mod, "_CHUNK_CACHE_MAX", 3)
     s = LMDBStorage(tmp_path / "db", map_size=1 << 24)
     frontier, model = Frontier(), MemoryHashes()
     for i in range(6):  # level-4 and level-6 chunks fill up as the tree grows

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
 from translog.core.leaf import committed_leaf, inline_leaf
-from translog.core.merkle import MemoryHashes, leaf_hash, prove_consistency, prove_range, tree_hash
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_consistency, tree_hash
 from translog.core.note import Note, format_note, parse_note
 from translog.core.policy import parse_policy
+from translog.core.range_proof import prove_range
 from translog.core.signing import CosignatureSigner, NoteSigner
 from translog.errors import (
     InconsistencyError,

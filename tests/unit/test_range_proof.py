@@ -11,15 +11,12 @@ import hashlib
 
 import pytest
 
-from translog.core.merkle import (
-    MemoryHashes,
+from translog.core.merkle import MemoryHashes, prove_inclusion, tree_hash, verify_inclusion
+from translog.core.range_proof import (
     inclusion_proofs_from_range,
-    prove_inclusion,
     prove_range,
     range_proof_nodes,
     root_from_range,
-    tree_hash,
-    verify_inclusion,
     verify_range,
 )
 from translog.errors import InvalidProofError, MalformedError

@@ -17,7 +17,8 @@ import pytest
 
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
 from translog.core.leaf import committed_leaf, inline_leaf
-from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion
+from translog.core.range_proof import prove_range
 from translog.core.signing import NoteSigner
 from translog.errors import StorageCorruptError
 from translog.formats.batch import parse_batch, plain_ndjson

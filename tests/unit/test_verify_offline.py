@@ -16,8 +16,9 @@ import pytest
 from translog.cli import command as cli
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
 from translog.core.leaf import committed_leaf, inline_leaf
-from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion, prove_range
+from translog.core.merkle import MemoryHashes, leaf_hash, prove_inclusion
 from translog.core.policy import parse_policy
+from translog.core.range_proof import prove_range
 from translog.core.signing import CosignatureSigner, NoteSigner
 from translog.errors import (
     ConfigError,

@@ -23,8 +23,8 @@ from translog import __version__
 from translog.client import SyncLogClient, VerifiedCheckpoint
 from translog.core.checkpoint import Checkpoint, open_checkpoint
 from translog.core.leaf import KIND_COMMITTED, decode_leaf
-from translog.core.merkle import prove_range
 from translog.core.policy import WitnessPolicy
+from translog.core.range_proof import prove_range
 from translog.core.tiles import TileHashReader
 from translog.core.vkey import parse_vkey
 from translog.errors import AuthError, ConfigError, ForbiddenError, MalformedError

@@ -24,12 +24,11 @@ from translog.core.merkle import (
     leaf_hash,
     prove_consistency,
     prove_inclusion,
-    prove_range,
     tree_hash,
     verify_consistency,
     verify_inclusion,
-    verify_range,
 )
+from translog.core.range_proof import prove_range, verify_range
 from translog.core.tiles import TILE_WIDTH, TileHashReader, TileRef, decode_bundle
 from translog.errors import InvalidProofError, MalformedError, VerificationError
 

@@ -7,6 +7,9 @@ hashes a root or a proof needs and asks for all of them in one ``read_hashes`` c
 Vocabulary: ``size`` is a number of leaves, ``index`` is 0-based. A node ``(level, index)`` is
 the root of the complete subtree holding leaves ``[index * 2**level, (index + 1) * 2**level)``;
 level 0 holds the leaf hashes themselves.
+
+Range proofs are in :mod:`translog.core.range_proof`; proofs about interior nodes (monitor
+evidence) in :mod:`translog.core.node_proof`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ EMPTY_ROOT: bytes = hashlib.sha256(b"").digest()
 
 _sha256 = hashlib.sha256
 _LEAF_PREFIX = b"\x00"
-_NODE_PREFIX = b"\x01"
+NODE_PREFIX = b"\x01"
+"""The RFC 6962 interior-node prefix: ``SHA-256(0x01 || left || right)``."""
 
 _Node = tuple[int, int]
 
@@ -41,7 +45,7 @@ def leaf_hashes(leaves: Iterable[bytes]) -> list[bytes]:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """Return the RFC 6962 interior node hash ``SHA-256(0x01 || left || right)``."""
-    return _sha256(_NODE_PREFIX + left + right).digest()
+    return _sha256(NODE_PREFIX + left + right).digest()
 
 
 class HashReader(Protocol):
@@ -85,7 +89,7 @@ def _fold(hashes: Sequence[bytes]) -> bytes:
     ``NH(h0, NH(h1, ... NH(h[k-2], h[k-1])))``: fold from the right.
     """
     sha = _sha256
-    prefix = _NODE_PREFIX
+    prefix = NODE_PREFIX
     it = reversed(hashes)
     right = next(it)
     for left in it:
@@ -110,7 +114,7 @@ def tree_hash_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     return frontier.root()
 
 
-def _path_nodes(level: int, index: int, size: int) -> tuple[list[_Node], int, int]:
+def plan_audit_path(level: int, index: int, size: int) -> tuple[list[_Node], int, int]:
     """Plan the RFC 9162 audit path of the complete node ``(level, index)`` in a tree of ``size``.
 
     Returns ``(nodes, split, tail)``. Below the level where the paths to this node and to the
@@ -140,8 +144,8 @@ def _path_nodes(level: int, index: int, size: int) -> tuple[list[_Node], int, in
     return nodes, split, tail
 
 
-def _assemble(hashes: list[bytes], split: int, tail: int) -> tuple[bytes, ...]:
-    """Turn the hashes read for a :func:`_path_nodes` plan into proof elements."""
+def assemble_audit_path(hashes: list[bytes], split: int, tail: int) -> tuple[bytes, ...]:
+    """Turn the hashes read for a :func:`plan_audit_path` plan into proof elements."""
     if tail <= 1:
         return tuple(hashes)
     end = split + tail
@@ -156,10 +160,10 @@ def prove_inclusion(index: int, size: int, reader: HashReader) -> tuple[bytes, .
     """
     if not 0 <= index < size:
         raise MalformedError(f"leaf index {index} is out of range for tree size {size}")
-    nodes, split, tail = _path_nodes(0, index, size)
+    nodes, split, tail = plan_audit_path(0, index, size)
     if not nodes:
         return ()
-    return _assemble(reader.read_hashes(nodes), split, tail)
+    return assemble_audit_path(reader.read_hashes(nodes), split, tail)
 
 
 def prove_consistency(old_size: int, new_size: int, reader: HashReader) -> tuple[bytes, ...]:
@@ -178,20 +182,20 @@ def prove_consistency(old_size: int, new_size: int, reader: HashReader) -> tuple
         return ()
     level = (old_size & -old_size).bit_length() - 1
     index = (old_size - 1) >> level
-    nodes, split, tail = _path_nodes(level, index, new_size)
+    nodes, split, tail = plan_audit_path(level, index, new_size)
     if index == 0:
-        return _assemble(reader.read_hashes(nodes), split, tail)
+        return assemble_audit_path(reader.read_hashes(nodes), split, tail)
     hashes = reader.read_hashes([(level, index), *nodes])
-    return (hashes[0], *_assemble(hashes[1:], split, tail))
+    return (hashes[0], *assemble_audit_path(hashes[1:], split, tail))
 
 
-def _check_hash(what: str, value: bytes) -> None:
+def check_hash(what: str, value: bytes) -> None:
     """Raise InvalidProofError unless ``value`` is exactly one hash long."""
     if len(value) != HASH_SIZE:
         raise InvalidProofError(f"{what} has wrong length: expected {HASH_SIZE}, got {len(value)}")
 
 
-def _check_proof_hashes(kind: str, proof: Sequence[bytes]) -> None:
+def check_proof_hashes(kind: str, proof: Sequence[bytes]) -> None:
     """Raise InvalidProofError unless every proof element is exactly one hash long."""
     for i, p in enumerate(proof):
         if len(p) != HASH_SIZE:
@@ -210,8 +214,8 @@ def root_from_inclusion_proof(
     """
     if not 0 <= index < size:
         raise InvalidProofError(f"leaf index {index} is out of range for tree size {size}")
-    _check_hash("leaf hash", leaf_hash)
-    _check_proof_hashes("inclusion", proof)
+    check_hash("leaf hash", leaf_hash)
+    check_proof_hashes("inclusion", proof)
     inner = (index ^ (size - 1)).bit_length()
     expected = inner + (index >> inner).bit_count()
     if len(proof) != expected:
@@ -219,7 +223,7 @@ def root_from_inclusion_proof(
             f"inclusion proof has wrong length: expected {expected}, got {len(proof)}"
         )
     sha = _sha256
-    prefix = _NODE_PREFIX
+    prefix = NODE_PREFIX
     h = leaf_hash
     for i in range(inner):
         if (index >> i) & 1:
@@ -239,7 +243,7 @@ def verify_inclusion(
 
     Strict: every hash must be 32 bytes and the proof length exact. Raises InvalidProofError.
     """
-    _check_hash("root hash", root)
+    check_hash("root hash", root)
     computed = root_from_inclusion_proof(leaf_hash, index, size, proof)
     if computed != root:
         raise InvalidProofError(
@@ -255,9 +259,9 @@ def _check_consistency_args(
         raise InvalidProofError(f"consistency proof from size {old_size} is not accepted")
     if old_size > new_size:
         raise InvalidProofError(f"old size {old_size} is greater than new size {new_size}")
-    _check_hash("old root hash", old_root)
-    _check_hash("new root hash", new_root)
-    _check_proof_hashes("consistency", proof)
+    check_hash("old root hash", old_root)
+    check_hash("new root hash", new_root)
+    check_proof_hashes("consistency", proof)
     if old_size == new_size:
         if proof:
             raise InvalidProofError(
@@ -279,6 +283,21 @@ def verify_consistency(
     _check_consistency_args(old_size, new_size, old_root, new_root, proof)
     if old_size == new_size:
         return
+    old_h, new_h = consistency_proof_roots(old_size, new_size, proof, old_root)
+    if old_h != old_root:
+        raise InvalidProofError(f"consistency proof does not match the old root of size {old_size}")
+    if new_h != new_root:
+        raise InvalidProofError(f"consistency proof does not match the new root of size {new_size}")
+
+
+def consistency_proof_roots(
+    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes
+) -> tuple[bytes, bytes]:
+    """Rebuild (old root, new root) from a consistency proof, checking only its length.
+
+    Requires ``0 < old_size < new_size`` and hashes of the right length (the callers check).
+    Raises InvalidProofError for a wrong proof length.
+    """
     level = (old_size & -old_size).bit_length() - 1
     index = (old_size - 1) >> level
     inner = (index ^ ((new_size - 1) >> level)).bit_length()
@@ -289,11 +308,7 @@ def verify_consistency(
         raise InvalidProofError(
             f"consistency proof has wrong length: expected {expected}, got {len(proof)}"
         )
-    old_h, new_h = _consistency_roots(proof[0] if index else old_root, index, inner, proof, first)
-    if old_h != old_root:
-        raise InvalidProofError(f"consistency proof does not match the old root of size {old_size}")
-    if new_h != new_root:
-        raise InvalidProofError(f"consistency proof does not match the new root of size {new_size}")
+    return _consistency_roots(proof[0] if index else old_root, index, inner, proof, first)
 
 
 def _consistency_roots(
@@ -301,7 +316,7 @@ def _consistency_roots(
 ) -> tuple[bytes, bytes]:
     """Rebuild (old root, new root) from a consistency proof whose length was checked."""
     sha = _sha256
-    prefix = _NODE_PREFIX
+    prefix = NODE_PREFIX
     old_h = new_h = seed
     for i in range(inner):
         p = proof[first + i]
@@ -348,7 +363,7 @@ class MemoryHashes:
         level = 0
         h = leaf_hash
         while index & 1:
-            h = _sha256(_NODE_PREFIX + levels[level][index - 1] + h).digest()
+            h = _sha256(NODE_PREFIX + levels[level][index - 1] + h).digest()
             level += 1
             index >>= 1
             if level == len(levels):
@@ -517,238 +532,3 @@ class NodeLevels(Sequence[tuple[int, int, bytes]]):
 
     def __getitem__(self, i: int | slice) -> tuple[int, int, bytes] | list[tuple[int, int, bytes]]:
         return list(self)[i]
-
-
-# -- range proofs ----------------------------------------------------------------------------
-#
-# A range proof lets a verifier who holds the leaf hashes of a contiguous run [start, end)
-# recompute the root of the tree of ``size`` leaves. It is defined by one deterministic
-# recursion over the RFC 6962 split (§2.1: split [lo, hi) at lo + k, k the largest power of two
-# below hi - lo):
-#
-# * a subtree disjoint from [start, end) that is perfect (a power-of-two width) is one proof
-#   element, a stored node;
-# * a disjoint subtree that is not perfect lies on the right edge and is split again, so every
-#   element is a complete node that storage holds;
-# * a subtree that overlaps [start, end) is split down to its leaves, whose hashes the verifier
-#   already has.
-#
-# Elements are listed in the order the recursion meets them: left before right, depth first.
-# A batch receipt thus carries about 2 * log2(size) hashes, not one audit path per entry.
-
-
-def _check_range(start: int, end: int, size: int) -> None:
-    """Raise MalformedError unless ``0 <= start < end <= size``."""
-    if not 0 <= start < end <= size:
-        raise MalformedError(f"invalid leaf range [{start}, {end}) for tree size {size}")
-
-
-def range_proof_nodes(start: int, end: int, size: int) -> list[tuple[int, int]]:
-    """Return the complete nodes ``(level, index)`` of the range proof, in proof order."""
-    _check_range(start, end, size)
-    nodes: list[tuple[int, int]] = []
-
-    def walk(lo: int, hi: int) -> None:
-        width = hi - lo
-        if hi <= start or lo >= end:
-            if width & (width - 1) == 0:
-                level = width.bit_length() - 1
-                nodes.append((level, lo >> level))
-                return
-        elif start <= lo and hi <= end:
-            return  # inside the range: the verifier hashes it from leaves, no proof element
-        k = 1 << ((width - 1).bit_length() - 1)
-        walk(lo, lo + k)
-        walk(lo + k, hi)
-
-    walk(0, size)
-    return nodes
-
-
-def prove_range(start: int, end: int, size: int, reader: HashReader) -> tuple[bytes, ...]:
-    """Return the range proof for leaves ``[start, end)`` in the tree of ``size``, in one read.
-
-    Requires ``0 <= start < end <= size``.
-    """
-    nodes = range_proof_nodes(start, end, size)
-    if not nodes:
-        return ()
-    return tuple(reader.read_hashes(nodes))
-
-
-def _range_hashes(
-    start: int, end: int, size: int, leaf_hashes: Sequence[bytes], proof: Sequence[bytes]
-) -> dict[tuple[int, int], bytes]:
-    """Rebuild the hash of every subtree the range recursion visits, keyed by ``(lo, hi)``.
-
-    Validates the arguments strictly (InvalidProofError): the range, the number of leaf
-    hashes, every hash length and the exact proof length.
-    """
-    if not 0 <= start < end <= size:
-        raise InvalidProofError(f"invalid leaf range [{start}, {end}) for tree size {size}")
-    if len(leaf_hashes) != end - start:
-        raise InvalidProofError(
-            f"range [{start}, {end}) needs {end - start} leaf hashes, got {len(leaf_hashes)}"
-        )
-    for i, h in enumerate(leaf_hashes):
-        _check_hash(f"leaf hash {start + i}", h)
-    _check_proof_hashes("range", proof)
-    expected = len(range_proof_nodes(start, end, size))
-    if len(proof) != expected:
-        raise InvalidProofError(
-            f"range proof has wrong length: expected {expected}, got {len(proof)}"
-        )
-    known: dict[tuple[int, int], bytes] = {}
-    elements = iter(proof)
-    sha = _sha256
-    prefix = _NODE_PREFIX
-
-    def walk(lo: int, hi: int) -> bytes:
-        width = hi - lo
-        if (hi <= start or lo >= end) and width & (width - 1) == 0:
-            h = next(elements)
-        elif width == 1:
-            h = leaf_hashes[lo - start]
-        else:
-            k = 1 << ((width - 1).bit_length() - 1)
-            h = sha(prefix + walk(lo, lo + k) + walk(lo + k, hi)).digest()
-        known[(lo, hi)] = h
-        return h
-
-    walk(0, size)
-    return known
-
-
-def root_from_range(
-    start: int, end: int, size: int, leaf_hashes: Sequence[bytes], proof: Sequence[bytes]
-) -> bytes:
-    """Return the root that ``proof`` and the leaf hashes of ``[start, end)`` give for ``size``.
-
-    Raises InvalidProofError for a bad range, a wrong number of leaf hashes, a wrong proof
-    length or any hash that is not 32 bytes. The caller compares the result with a trusted root.
-    """
-    return _range_hashes(start, end, size, leaf_hashes, proof)[(0, size)]
-
-
-def verify_range(
-    start: int,
-    end: int,
-    size: int,
-    leaf_hashes: Sequence[bytes],
-    proof: Sequence[bytes],
-    root: bytes,
-) -> None:
-    """Check that leaves ``[start, end)`` with these hashes sit in the tree of ``size``/``root``.
-
-    Strict like :func:`verify_inclusion`. Raises InvalidProofError.
-    """
-    _check_hash("root hash", root)
-    if root_from_range(start, end, size, leaf_hashes, proof) != root:
-        raise InvalidProofError(
-            f"range proof for [{start}, {end}) does not match the root of size {size}"
-        )
-
-
-def inclusion_proofs_from_range(
-    start: int, end: int, size: int, leaf_hashes: Sequence[bytes], proof: Sequence[bytes]
-) -> list[tuple[bytes, ...]]:
-    """Derive the RFC 9162 inclusion proof of every leaf in ``[start, end)`` from a range proof.
-
-    Every sibling on the audit path of a leaf in the range is a subtree the range recursion
-    visits, so its hash is known. The result is only as trustworthy as the range proof: check
-    it with :func:`verify_range` (or verify each derived proof) against a trusted root.
-    """
-    known = _range_hashes(start, end, size, leaf_hashes, proof)
-    proofs: list[tuple[bytes, ...]] = []
-    for index in range(start, end):
-        # RFC 9162 §2.1.3.1 PATH(m, D[lo:hi]), walked from the root down, then reversed.
-        path: list[bytes] = []
-        lo, hi = 0, size
-        while hi - lo > 1:
-            k = 1 << ((hi - lo - 1).bit_length() - 1)
-            if index < lo + k:
-                path.append(known[(lo + k, hi)])
-                hi = lo + k
-            else:
-                path.append(known[(lo, lo + k)])
-                lo += k
-        proofs.append(tuple(reversed(path)))
-    return proofs
-
-
-# -- proofs for interior nodes (monitor evidence) ---------------------------------------------
-
-
-def prove_node_inclusion(
-    level: int, index: int, size: int, reader: HashReader
-) -> tuple[bytes, ...]:
-    """The audit path of the complete node ``(level, index)`` in the tree of ``size``.
-
-    It is the inclusion proof of leaf ``index << level`` without its first ``level`` elements
-    (those lie inside the node's subtree). Requires ``(index + 1) << level <= size``.
-    """
-    if level < 0 or index < 0 or (index + 1) << level > size:
-        raise MalformedError(f"node ({level}, {index}) is not complete in a tree of size {size}")
-    nodes, split, tail = _path_nodes(level, index, size)
-    if not nodes:
-        return ()
-    return _assemble(reader.read_hashes(nodes), split, tail)
-
-
-def root_from_node_proof(
-    level: int, index: int, size: int, node: bytes, proof: Sequence[bytes]
-) -> bytes:
-    """The root that ``proof`` gives for the hash ``node`` of the complete node ``(level, index)``.
-
-    The counterpart of :func:`prove_node_inclusion`; strict like
-    :func:`root_from_inclusion_proof` (InvalidProofError for an incomplete node, a wrong proof
-    length or a hash that is not 32 bytes).
-    """
-    if level < 0 or index < 0 or (index + 1) << level > size:
-        raise InvalidProofError(f"node ({level}, {index}) is not complete in a tree of size {size}")
-    _check_hash("node hash", node)
-    _check_proof_hashes("node inclusion", proof)
-    first = index << level
-    inner = (first ^ (size - 1)).bit_length()
-    expected = inner + (first >> inner).bit_count() - level
-    if len(proof) != expected:
-        raise InvalidProofError(
-            f"node inclusion proof has wrong length: expected {expected}, got {len(proof)}"
-        )
-    sha = _sha256
-    prefix = _NODE_PREFIX
-    h = node
-    for j, i in enumerate(range(level, inner)):
-        if (first >> i) & 1:
-            h = sha(prefix + proof[j] + h).digest()
-        else:
-            h = sha(prefix + h + proof[j]).digest()
-    for j in range(max(inner - level, 0), expected):
-        h = sha(prefix + proof[j] + h).digest()
-    return h
-
-
-def consistency_roots(
-    old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes
-) -> tuple[bytes, bytes]:
-    """The (old root, new root) a consistency proof implies, without judging them.
-
-    When ``old_size`` is a power of two the old tree is a node of the new one and the proof
-    does not carry it: ``old_root`` seeds the computation (and is returned as the old root).
-    Used to tell a fork (the proof rebuilds the new root but gives another old root) from a
-    bad proof. Raises InvalidProofError for bad sizes or a wrong proof length.
-    """
-    if not 0 < old_size < new_size:
-        raise InvalidProofError(f"no consistency proof from size {old_size} to {new_size}")
-    _check_hash("old root hash", old_root)
-    _check_proof_hashes("consistency", proof)
-    level = (old_size & -old_size).bit_length() - 1
-    index = (old_size - 1) >> level
-    inner = (index ^ ((new_size - 1) >> level)).bit_length()
-    first = 1 if index else 0
-    expected = first + inner + (index >> inner).bit_count()
-    if len(proof) != expected:
-        raise InvalidProofError(
-            f"consistency proof has wrong length: expected {expected}, got {len(proof)}"
-        )
-    return _consistency_roots(proof[0] if index else old_root, index, inner, proof, first)

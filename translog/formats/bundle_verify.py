@@ -17,8 +17,9 @@ from typing import Any
 from translog.core.checkpoint import Checkpoint, open_checkpoint
 from translog.core.jsonfields import encode_base64
 from translog.core.leaf import KIND_INLINE, decode_leaf, verify_payload
-from translog.core.merkle import leaf_hash, verify_consistency, verify_range
+from translog.core.merkle import leaf_hash, verify_consistency
 from translog.core.policy import WitnessPolicy
+from translog.core.range_proof import verify_range
 from translog.core.signing import NoteVerifier
 from translog.core.vkey import parse_vkey
 from translog.errors import (

@@ -35,16 +35,15 @@ from translog.core.jsonfields import Fields, encode_base64
 from translog.core.leaf import decode_leaf, verify_payload
 from translog.core.merkle import (
     HASH_SIZE,
-    consistency_roots,
     leaf_hash,
     root_from_inclusion_proof,
-    root_from_node_proof,
-    root_from_range,
     tree_hash_from_leaf_hashes,
     verify_consistency,
 )
+from translog.core.node_proof import consistency_roots, root_from_node_proof
 from translog.core.note import decode_base64
 from translog.core.policy import WitnessPolicy, parse_policy
+from translog.core.range_proof import root_from_range
 from translog.core.signing import NoteVerifier
 from translog.core.tiles import TILE_HEIGHT, TILE_WIDTH, decode_bundle, parse_tile_path
 from translog.errors import ConfigError, InvalidProofError, MalformedError, VerificationError

@@ -38,15 +38,8 @@ from translog.core.checkpoint import Checkpoint, open_checkpoint
 from translog.core.jsonfields import Fields as _Fields
 from translog.core.jsonfields import encode_base64 as _b64
 from translog.core.leaf import KIND_INLINE, SALT_SIZE, decode_leaf, verify_payload
-from translog.core.merkle import (
-    HASH_SIZE,
-    HashReader,
-    leaf_hash,
-    prove_inclusion,
-    prove_range,
-    verify_inclusion,
-    verify_range,
-)
+from translog.core.merkle import HASH_SIZE, HashReader, leaf_hash, prove_inclusion, verify_inclusion
+from translog.core.range_proof import prove_range, verify_range
 from translog.core.signing import NoteSigner, open_note, sign_note
 from translog.core.vkey import parse_vkey
 from translog.errors import InvalidProofError, MalformedError, VerificationError

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from translog.core.jsonfields import encode_base64 as b64
-from translog.core.merkle import HASH_SIZE, node_hash, range_proof_nodes
+from translog.core.merkle import HASH_SIZE, node_hash
+from translog.core.range_proof import range_proof_nodes
 from translog.errors import StorageCorruptError
 from translog.formats.receipt import FORMAT, Receipt, ReceiptEntry
 

@@ -32,7 +32,8 @@ from typing import Any, NamedTuple, Protocol
 
 from translog.config import Config
 from translog.core.leaf import MAX_INLINE_PAYLOAD
-from translog.core.merkle import HashReader, prove_range
+from translog.core.merkle import HashReader
+from translog.core.range_proof import prove_range
 from translog.errors import (
     PushbackError,
     RateLimitedError,

@@ -15,7 +15,8 @@ from translog.client.answers import leaf_entry
 from translog.client.checkpoints import Trusted, VerifiedCheckpoint
 from translog.client.fetcher import MAX_BUNDLE_BYTES
 from translog.core.checkpoint import open_checkpoint
-from translog.core.merkle import HASH_SIZE, prove_node_inclusion, root_from_node_proof
+from translog.core.merkle import HASH_SIZE
+from translog.core.node_proof import prove_node_inclusion, root_from_node_proof
 from translog.core.tiles import TILE_HEIGHT, TILE_WIDTH, TileHashReader, TileRef
 from translog.errors import AuthError, ForbiddenError, TranslogError, VerificationError
 from translog.formats.evidence import b64, hash_list, note_text

@@ -11,7 +11,8 @@ import json
 
 from translog.client.checkpoints import VerifiedCheckpoint
 from translog.core.checkpoint import open_checkpoint
-from translog.core.merkle import leaf_hash, prove_range
+from translog.core.merkle import leaf_hash
+from translog.core.range_proof import prove_range
 from translog.errors import MalformedError, VerificationError
 from translog.formats.evidence import b64, hash_list, note_text
 from translog.formats.receipt import format_promise, parse_promise, verify_promise
