@@ -73,6 +73,9 @@ class SubmitRequest:
     """Answer a batch receipt (``/add-batch``) rather than a single one (``/add``)."""
     started: float = 0.0
     """``time.monotonic()`` when the request arrived (for the receipt latency histogram)."""
+    source: str = "api"
+    """Where the entries came from (``api`` for /add and /add-batch; an ingest source name),
+    the ``source`` label of ``translog_source_entries_total``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,10 @@ class Submissions:
         metrics.counter(
             "translog_duplicates_total", "entries answered from an earlier idempotency key"
         )
+        metrics.counter(
+            "translog_source_entries_total",
+            "entries acknowledged (durable, or promised), by source: api or an ingest source",
+        )
         metrics.histogram(
             "translog_receipt_seconds",
             "time from request to receipt for ?wait=durable",
@@ -239,24 +246,17 @@ class Submissions:
 
     async def submit(self, request: SubmitRequest) -> Answer:
         """Rate, idempotency scope, then a receipt (200) or promises (202)."""
-        entries = request.entries
-        committed = check_entries(entries, request.kind, self.config)
-        self.limit(request.token, len(entries))
-        keys = entries.keys
-        digests: list[bytes | None] = (
-            [None] * len(entries)
-            if keys is None
-            else [None if k is None else scope_key(request.token.name, k) for k in keys]
-        )
         metrics = self.metrics
         wait = request.wait
         if wait == "0":
+            entries = request.entries
+            committed, digests = self._admit(request)
             promises = await self._promise(entries, committed, digests)
+            metrics.inc("translog_source_entries_total", len(promises), source=request.source)
             body: Any = {"promises": promises} if request.batch else promises[0]
             answer = Answer(202, _ENCODER.encode(body).encode("utf-8"))
         else:
-            appended = await self._durable(entries, committed, digests)
-            metrics.inc("translog_duplicates_total", sum(a.duplicate for a in appended))
+            appended = await self.durable(request)
             answer = Answer(200, await self._receipt(appended, wait, batch=request.batch))
             if wait == "durable":
                 latency = time.monotonic() - request.started
@@ -269,6 +269,34 @@ class Submissions:
         """Entries the log writes about itself (self-audit events, admin actions): committed,
         without a token's limits, and durable when this returns."""
         await self.log.submit(payloads, committed=True)
+
+    async def durable(self, request: SubmitRequest) -> Sequence[Appended]:
+        """Admit the request's entries and wait until they are durable in a signed tree.
+
+        What every ingest source calls (its own answer format follows): the same limits,
+        rate bucket, idempotency and durability as ``/add-batch``. A refusal raises before
+        anything is written; entry ``i`` of the answer is entry ``i`` of the request (a
+        duplicate names the earlier entry its key points at).
+        """
+        committed, digests = self._admit(request)
+        appended = await self._durable(request.entries, committed, digests)
+        metrics = self.metrics
+        metrics.inc("translog_duplicates_total", sum(a.duplicate for a in appended))
+        metrics.inc("translog_source_entries_total", len(appended), source=request.source)
+        return appended
+
+    def _admit(self, request: SubmitRequest) -> tuple[list[bool], list[bytes | None]]:
+        """Limits, then the rate; the committed flags and scoped idempotency digests."""
+        entries = request.entries
+        committed = check_entries(entries, request.kind, self.config)
+        self.limit(request.token, len(entries))
+        keys = entries.keys
+        digests: list[bytes | None] = (
+            [None] * len(entries)
+            if keys is None
+            else [None if k is None else scope_key(request.token.name, k) for k in keys]
+        )
+        return committed, digests
 
     def rejected(self, kind: str) -> None:
         """Count a refused submission request under its error kind."""
@@ -496,6 +524,7 @@ class Submissions:
         except TranslogError as e:
             done(e)
             return
+        self.metrics.inc("translog_source_entries_total", end - start, source="api")
         now = time.monotonic()
         latency = self.metrics.histograms["translog_receipt_seconds"]
         for r in requests:
