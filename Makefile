@@ -23,9 +23,11 @@ run: $(STAMP)
 	@$(BIN)/translog dev-init --data $(DATA) --origin $(ORIGIN)
 	@$(BIN)/translog serve --data $(DATA) --listen $(LISTEN)
 
-## make system-deps: Debian packages the object-store tests use (Ceph RGW, nginx); as root, ~25 s once
+## make system-deps: Debian packages the object-store tests use (Ceph RGW, nginx) and the ingest
+## tests drive (rsyslog, syslog-ng); as root, ~45 s once
 system-deps:
 	@scripts/rgw.sh install
+	@scripts/ingest-deps.sh install
 
 ## make chromium: the system chromium the explorer tests drive (Debian package; never a download)
 CHROMIUM ?= /usr/bin/chromium
