@@ -100,6 +100,15 @@ def test_a_frame_over_the_limit_is_refused_as_soon_as_its_length_is_read() -> No
         OctetFramer(100).feed(b"9999")  # more digits than the limit has: no SP needed
 
 
+def test_frames_before_a_broken_one_are_returned_then_the_error() -> None:
+    framer = OctetFramer(100)
+    assert framer.feed(b"2 ok1 ax3 abc") == [b"ok", b"a"]
+    with pytest.raises(SyslogFrameError, match="bad MSG-LEN b'x3'"):
+        framer.check()
+    with pytest.raises(SyslogFrameError):
+        framer.feed(b"1 a")
+
+
 def test_a_stream_ending_inside_a_frame_is_an_error() -> None:
     framer = OctetFramer(100)
     framer.feed(b"10 abc")

@@ -64,9 +64,10 @@ class OctetFramer:
     leading zero. :meth:`feed` returns the complete frames so far; a broken frame raises
     :class:`SyslogFrameError`, a frame over ``max_frame`` bytes
     :class:`SyslogFrameTooLargeError` (as soon as its length is read). Either leaves the
-    stream unusable: the connection must close."""
+    stream unusable: the connection must close. The frames before the broken one are still
+    returned: the error is then raised by :meth:`check` (and every later call)."""
 
-    __slots__ = ("_buf", "_digits", "_max", "_need")
+    __slots__ = ("_buf", "_digits", "_error", "_max", "_need")
 
     def __init__(self, max_frame: int) -> None:
         self._max = max_frame
@@ -74,14 +75,21 @@ class OctetFramer:
         self._buf = bytearray()
         self._need = -1
         """The length of the frame being read, or -1 while reading a MSG-LEN."""
+        self._error: SyslogFrameError | SyslogFrameTooLargeError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes held: a partial frame or length."""
         return len(self._buf)
 
+    def check(self) -> None:
+        """Raise the framing error found after the frames :meth:`feed` returned, if any."""
+        if self._error is not None:
+            raise self._error
+
     def feed(self, data: bytes) -> list[bytes]:
         """Append ``data``; the frames it completes, in order."""
+        self.check()
         buf = self._buf
         buf += data
         frames: list[bytes] = []
@@ -101,6 +109,10 @@ class OctetFramer:
                 frames.append(bytes(buf[pos : pos + self._need]))
                 pos += self._need
                 self._need = -1
+        except (SyslogFrameError, SyslogFrameTooLargeError) as e:
+            self._error = e
+            if not frames:
+                raise
         finally:
             del buf[:pos]
         return frames
@@ -122,6 +134,7 @@ class OctetFramer:
 
     def end(self) -> None:
         """At end of stream: a partial frame left over is an error."""
+        self.check()
         if self._buf:
             raise SyslogFrameError(
                 f"octet-counted framing: stream ended inside a frame ({len(self._buf)} bytes)"

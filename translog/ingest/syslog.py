@@ -111,6 +111,9 @@ class SyslogListener:
         self.config = config
         self.context = context
         self.window = Window(config.max_inflight)
+        self.group = max(1, min(config.max_inflight_per_connection, self._pool() // 4))
+        """Most messages in one durable() call: a quarter of the pool at most, so a group
+        always fits once the pool drains (a larger one would be pushed back forever)."""
         self.port = 0
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -124,6 +127,9 @@ class SyslogListener:
         metrics.gauge(
             "translog_syslog_inflight", "syslog messages read, not yet durable", self._inflight
         )
+
+    def _pool(self) -> int:
+        return self.submissions.config.sequencer.max_pending
 
     def _inflight(self) -> float:
         return float(self.window.used)
@@ -198,7 +204,7 @@ class SyslogListener:
                     break
                 frames = framer.feed(data)
                 received_ms = time.time_ns() // 1_000_000
-                step = conn.limit
+                step = self.group
                 for i in range(0, len(frames), step):
                     group = frames[i : i + step]
                     await conn.acquire(len(group))  # the backpressure: no read meanwhile
@@ -217,6 +223,7 @@ class SyslogListener:
                         for raw in group
                     ]
                     self._submit(payloads, subject, conn, writer, who)
+                framer.check()  # a broken frame after these: now the connection closes
         except TranslogError as e:  # framing: this connection only
             ending = "bad_frame"
             _log.warning("syslog: closing the connection from %s: %s", who, e)
@@ -226,9 +233,8 @@ class SyslogListener:
         except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as e:
             ending = "error"
             _log.info("syslog: connection from %s failed: %s", who, e)
-        except asyncio.CancelledError:
-            self._ended("shutdown")
-            raise
+        except asyncio.CancelledError:  # close(): not re-raised, asyncio's stream callback
+            ending = "shutdown"  # would log the cancelled task as an error
         self._ended(ending)
 
     def _ended(self, how: str) -> None:
