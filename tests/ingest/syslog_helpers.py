@@ -8,7 +8,7 @@ import datetime
 import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -185,17 +185,15 @@ async def send(
     port: int, context: ssl.SSLContext, messages: Sequence[bytes], *, chunk: int = 256
 ) -> None:
     """Open a TLS connection, write ``messages`` octet-counted, close it."""
-    reader, writer = await asyncio.open_connection(
+    _reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=context, server_hostname="localhost"
     )
     for i in range(0, len(messages), chunk):
         writer.write(b"".join(frame(m) for m in messages[i : i + chunk]))
         await writer.drain()
     writer.close()
-    try:
+    with suppress(ConnectionError, ssl.SSLError):
         await writer.wait_closed()
-    except (ConnectionError, ssl.SSLError):
-        pass
 
 
 def listener_port(app: web.Application) -> int:

@@ -200,7 +200,7 @@ async def test_max_connections(certs: Certs) -> None:
         _, first = await asyncio.open_connection(
             "127.0.0.1", port, ssl=client_context(certs), server_hostname="localhost"
         )
-        reader, second = await asyncio.open_connection(
+        reader, _second = await asyncio.open_connection(
             "127.0.0.1", port, ssl=client_context(certs), server_hostname="localhost"
         )
         async with asyncio.timeout(5):
