@@ -57,6 +57,7 @@ _TOKEN = re.compile(rb"([!-~]{1,255}) ")
 _TAG = re.compile(rb"([A-Za-z0-9_./-]{1,48})(?:\[([!-Z^-~]{1,128})\])?: ?")
 _SD_NAME = re.compile(rb"[!#-<>-\\^-~]{1,32}")  # PRINTUSASCII except = SP ] "
 _TEXT_OK = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_RAW_OK = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*")  # tab, LF and CR too
 
 
 class OctetFramer:
@@ -394,13 +395,13 @@ def _field(value: str | None, limit: int) -> str | None:
 
 
 def _text_or_base64(data: bytes, name: str) -> dict[str, str]:
-    """``{name: text}`` for UTF-8 without control characters (tab excepted), else
+    """``{name: text}`` for UTF-8 without control characters (tab, LF, CR excepted), else
     ``{name_base64: ...}``: the bytes either way, exactly."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    if text is not None and _TEXT_OK.fullmatch(text):
+    if text is not None and _RAW_OK.fullmatch(text):
         return {name: text}
     return {f"{name}_base64": base64.b64encode(data).decode("ascii")}
 
