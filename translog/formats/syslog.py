@@ -470,6 +470,8 @@ def syslog_event(
     }
     if peer_ip is not None:
         event["source"] = {"ip": peer_ip}
-    if len(encode_event(event)) > MAX_EVENT_BYTES:
+    # Escaped JSON is at most 6 bytes per raw byte for the parsed fields and 2 for the raw
+    # text (4/3 as base64): only a long message can pass the limit, so only one is measured.
+    if len(message.raw) * 8 + 8192 > MAX_EVENT_BYTES and len(encode_event(event)) > MAX_EVENT_BYTES:
         event["details"]["syslog"] = syslog | {"omitted": "parsed fields: event size limit"}
     return event
