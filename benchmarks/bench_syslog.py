@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import ssl
 import statistics
 import tempfile
 import time
