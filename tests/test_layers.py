@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("translog.witness",),
     ("translog.monitor",),
     ("translog.gossip",),
+    ("translog.ingest",),  # listeners beside the HTTP server (syslog over TLS)
     ("translog.http",),
     ("translog.http.multiprocess",),
     ("translog.cli",),

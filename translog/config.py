@@ -191,6 +191,41 @@ class ObjectStoreSection:
     """How this instance names itself in the lease; empty: "host:pid"."""
 
 
+MAX_SYSLOG_MESSAGE_BYTES = 16 * 1024
+"""Largest ``syslog.max_message_bytes``: with its original bytes, an event stays under 64 KiB."""
+
+
+@dataclass(frozen=True)
+class SyslogSection:
+    """[syslog]: the syslog-over-TLS listener (RFC 5425; docs/EVENTS.md). Off while ``listen``
+    is empty. It runs in the process that owns the log."""
+
+    listen: str = ""
+    """host:port to bind (6514 is the RFC 5425 port; 0 picks a free port). Empty: off."""
+    tls_cert: str = ""
+    """PEM certificate chain of the listener, relative to the data directory (required)."""
+    tls_key: str = ""
+    """PEM private key for tls_cert; the file must be mode 0600 (required)."""
+    client_ca: str = ""
+    """PEM CA certificates: clients must present a certificate they issued, and its subject
+    is recorded in every event. Empty: no client certificate is asked for (anonymous)."""
+    tenant: str = "default"
+    """The tenant of the events made from syslog messages."""
+    max_message_bytes: int = 8192
+    """Largest frame (MSG-LEN) accepted; a larger one closes the connection. RFC 5425 asks
+    for at least 2048 and recommends 8192."""
+    max_connections: int = 64
+    """Connections served at once; more are closed as they arrive."""
+    max_inflight_per_connection: int = 2048
+    """Messages of one connection read but not yet durable; at the bound it stops reading."""
+    max_inflight: int = 16_384
+    """Messages of all connections read but not yet durable; at the bound all stop reading."""
+    rate_per_s: int = 0
+    """Entries per second allowed per client identity (``syslog:<subject>``); 0 = unlimited."""
+    idle_timeout_ms: int = 300_000
+    """Close a connection that sends nothing for this long (0 = never)."""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration of one log."""
@@ -204,6 +239,7 @@ class Config:
     witnesses: WitnessesSection = field(default_factory=WitnessesSection)
     events: EventsSection = field(default_factory=EventsSection)
     objstore: ObjectStoreSection = field(default_factory=ObjectStoreSection)
+    syslog: SyslogSection = field(default_factory=SyslogSection)
 
     def validate(self) -> None:
         """Check cross-field rules; raise ConfigError naming the key."""
@@ -243,6 +279,7 @@ class Config:
         ):
             raise ConfigError('server.prefix: must start with "/" and not end with "/"')
         self._validate_events()
+        _validate_syslog(self.syslog)
 
     def _validate_events(self) -> None:
         from translog.formats.event_presets import parse_retention
@@ -255,6 +292,33 @@ class Config:
             raise ConfigError("events.retention_interval_s: must be 0 (off) or positive")
         if not ev.self_tenant or len(ev.self_tenant) > 64:
             raise ConfigError("events.self_tenant: must be 1-64 characters")
+
+
+def _validate_syslog(s: SyslogSection) -> None:
+    import re
+
+    if not s.listen:
+        return
+    host, sep, port = s.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"syslog.listen: expected HOST:PORT, got {s.listen!r}")
+    if not s.tls_cert or not s.tls_key:
+        raise ConfigError("syslog.tls_cert and syslog.tls_key: required when syslog.listen is set")
+    if not 1 <= s.max_message_bytes <= MAX_SYSLOG_MESSAGE_BYTES:
+        raise ConfigError(
+            f"syslog.max_message_bytes: must be between 1 and {MAX_SYSLOG_MESSAGE_BYTES}"
+        )
+    for key in ("max_connections", "max_inflight_per_connection", "max_inflight"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"syslog.{key}: must be positive, got {getattr(s, key)}")
+    if s.max_inflight_per_connection > s.max_inflight:
+        raise ConfigError("syslog.max_inflight_per_connection: must be at most max_inflight")
+    if s.rate_per_s < 0:
+        raise ConfigError("syslog.rate_per_s: must be 0 (unlimited) or positive")
+    if s.idle_timeout_ms < 0:
+        raise ConfigError("syslog.idle_timeout_ms: must be 0 (never) or positive")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", s.tenant):
+        raise ConfigError("syslog.tenant: must be 1-64 of A-Z a-z 0-9 . _ - (not first: . _ -)")
 
 
 def _validate_objstore(o: ObjectStoreSection) -> None:

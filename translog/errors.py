@@ -221,6 +221,23 @@ class RateLimitedError(PushbackError):
     :mod:`translog.log.submission`."""
 
 
+# -- formats/ingest: syslog over TLS ----------------------------------------------------------
+
+
+class SyslogFrameError(MalformedError):
+    """A syslog stream broke RFC 6587 octet-counting framing (``MSG-LEN SP SYSLOG-MSG``); the
+    listener closes that connection (:mod:`translog.ingest.syslog`)."""
+
+
+class SyslogFrameTooLargeError(TooLargeError):
+    """A syslog frame announced more than ``syslog.max_message_bytes``; the connection closes."""
+
+
+class SyslogMessageError(MalformedError):
+    """A message with an RFC 5424 header that breaks RFC 5424 (:mod:`translog.formats.syslog`
+    then keeps it as an RFC 3164 message, with the reason)."""
+
+
 # -- http: errors only the front end raises -------------------------------------------------
 
 

@@ -34,7 +34,7 @@ from translog.core.signing import NoteSigner
 from translog.errors import ConfigError
 from translog.http import keys, ops, read, search, submit
 from translog.http.errors import error_middleware
-from translog.keyfile import read_private_file
+from translog.ingest.syslog import SyslogListener, server_context
 from translog.log.sequencer import Log, LogOptions
 from translog.log.submission import Submissions
 from translog.log.tokens import TokenStore
@@ -43,6 +43,8 @@ from translog.storage.base import Storage
 from translog.witness.client import Cosigner, publication_step
 
 COSIGNER = web.AppKey("translog.cosigner", Cosigner)
+SYSLOG = web.AppKey("translog.syslog", SyslogListener)
+"""The syslog-over-TLS listener, when ``[syslog] listen`` is set (its ``port`` once started)."""
 
 
 def make_app(
@@ -94,6 +96,8 @@ def make_app(
     read.add_routes(app, prefix)
     ops.add_routes(app, prefix)
     app.cleanup_ctx.append(_run_log)
+    if config.syslog.listen:
+        _add_syslog(app, config, data_dir or Path.cwd())
     if config.events.enabled:
         if data_dir is not None:
             app[search.DATA_DIR] = data_dir
@@ -109,6 +113,23 @@ async def _run_log(app: web.Application) -> AsyncIterator[None]:
     await app[keys.SUBMISSIONS].close()  # after the log has drained: promises are settled
     if COSIGNER in app:
         await app[COSIGNER].close()
+
+
+def _add_syslog(app: web.Application, config: Config, data_dir: Path) -> None:
+    """The syslog listener: started once the log runs, closed before the log closes (so
+    every message it read is sequenced in the final checkpoint)."""
+    s = config.syslog
+    context = server_context(
+        data_dir / s.tls_cert, data_dir / s.tls_key, data_dir / s.client_ca if s.client_ca else None
+    )
+    app[SYSLOG] = SyslogListener(app[keys.SUBMISSIONS], s, context)
+
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        await app[SYSLOG].start(*parse_listen(s.listen))
+        yield
+        await app[SYSLOG].close()
+
+    app.cleanup_ctx.append(run)
 
 
 # -- serving ---------------------------------------------------------------------------------
@@ -169,14 +190,7 @@ def write_ready_file(path: Path, port: int) -> None:
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2 or later) from PEM files; the key file must be 0600."""
-    read_private_file(key)  # refuses a key file that group or others can read
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"server.tls_cert/tls_key: couldn't load {cert} and {key}: {e}") from e
-    return context
+    return server_context(cert, key, None, setting="server")
 
 
 async def run_server(
