@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,21 +22,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.system.test_serve import Log, Server, cli
+
 SYSLOG_NG = Path(os.environ.get("SYSLOG_NG_PREFIX", "/opt/translog-syslog-ng")) / "bin/syslog-ng"
 MESSAGES = 1000
 ORIGIN = "syslog-ng.example/log"
 pytestmark = pytest.mark.system
-
-
-def _cli(*args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "translog", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return out.stdout.strip()
 
 
 def _spawn(argv: list[str], output: Path) -> subprocess.Popen[bytes]:
@@ -96,13 +86,14 @@ async def _search_all(session: aiohttp.ClientSession, url: str, token: str) -> l
 async def test_syslog_ng_http_destination_delivers_every_message_once(tmp_path: Path) -> None:
     assert SYSLOG_NG.exists(), f"{SYSLOG_NG} is missing: run `make system-deps` (as root)"
     data = tmp_path / "data"
-    _cli("init", "--data", str(data), "--origin", ORIGIN)
+    cli("init", "--data", str(data), "--origin", ORIGIN)
     config = data / "translog.toml"
     config.write_text(
         config.read_text().replace("[events]\nenabled = false", "[events]\nenabled = true")
     )
-    submit = _cli("token", "create", "--data", str(data), "--name", "syslog-ng")
-    read = _cli(
+    assert "[events]\nenabled = true" in config.read_text()
+    submit = cli("token", "create", "--data", str(data), "--name", "syslog-ng").stdout.strip()
+    read = cli(
         "token",
         "create",
         "--data",
@@ -113,31 +104,13 @@ async def test_syslog_ng_http_destination_delivers_every_message_once(tmp_path: 
         "read",
         "--tenant",
         "acme",
-    )
-    ready = tmp_path / "ready"
-    serve = _spawn(
-        [
-            sys.executable,
-            "-m",
-            "translog",
-            "serve",
-            "--data",
-            str(data),
-            "--listen",
-            "127.0.0.1:0",
-            "--ready-file",
-            str(ready),
-        ],
-        tmp_path / "serve.err",
-    )
-    procs = [serve]
+    ).stdout.strip()
+    serve = Server(Log(data, "", submit), tmp_path, "serve")
+    await serve.start()
+    procs: list[subprocess.Popen[bytes]] = [serve.proc] if serve.proc else []
     try:
+        url = serve.url
         deadline = time.monotonic() + 20
-        while not ready.exists():
-            assert serve.poll() is None, (tmp_path / "serve.err").read_text()
-            assert time.monotonic() < deadline, "translog serve not ready"
-            await asyncio.sleep(0.02)
-        url = f"http://127.0.0.1:{int(ready.read_text())}"
         port = _free_port()
         conf = tmp_path / "syslog-ng.conf"
         conf.write_text(_config(port, url, submit))
