@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from translog.cli.command import main
+from translog.config import parse_config
 from translog.errors import AuthError, ConfigError, ForbiddenError, NotFoundError
 from translog.log.tokens import TOKEN_PREFIX, TokenStore
 
@@ -241,6 +242,13 @@ def test_dev_init_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert mode(data / "dev-token") == 0o600
     info = TokenStore(data / "tokens.json").authenticate(token, "read")
     assert info.name == "dev" and info.scopes == ("submit", "read")
+    assert info.tenants == ("*",)  # so the README's /events/search works with it
+    # make run's log has the audit-event layer on; a plain `translog init` log does not
+    assert "events:    on (/events/search, /explorer)" in second
+    assert parse_config((data / "translog.toml").read_text()).events.enabled
+    assert main(["init", "--data", str(tmp_path / "plain"), "--origin", "localhost/plain"]) == 0
+    plain = (tmp_path / "plain" / "translog.toml").read_text()
+    assert not parse_config(plain).events.enabled
 
 
 def test_dev_init_adds_a_token_to_an_existing_log(

@@ -170,29 +170,36 @@ DEV_TOKEN_FILE = "dev-token"
 
 
 def _cmd_dev_init(args: argparse.Namespace) -> int:
-    """Initialise a development log once; print its origin, vkey and dev token every time."""
+    """Initialise a development log once; print its origin, vkey and dev token every time.
+
+    Unlike ``translog init``, the new log has the audit-event layer on (``[events] enabled =
+    true``: /events/search and /explorer are served, every payload must be an event)."""
+    from translog.config import Config, EventsSection
     from translog.log.datadir import init_data_dir, is_initialised, read_vkey
 
     data = Path(args.data)
     if not is_initialised(data):
-        init_data_dir(data, args.origin)
+        init_data_dir(data, args.origin, Config(events=EventsSection(enabled=True)))
         print(f"initialised a development log in {data}")
     token = _dev_token(data)
     config = data_config(data)
     print(f"origin:    {config.log.origin}")
     print(f"vkey:      {read_vkey(data)}")
     print(f"dev token: {token}  (scopes submit, read; saved in {data / DEV_TOKEN_FILE})")
+    if config.events.enabled:
+        print("events:    on (/events/search, /explorer)")
     return EXIT_OK
 
 
 def _dev_token(data: Path) -> str:
-    """The saved dev token, created (scopes submit and read, file mode 0600) if missing."""
+    """The saved dev token, created (scopes submit and read, every tenant, file mode 0600) if
+    missing."""
     from translog.keyfile import read_private_file, write_private_file
 
     path = data / DEV_TOKEN_FILE
     if path.exists():
         return read_private_file(path).decode("utf-8").strip()
-    token = _token_store(data).create("dev", ("submit", "read"))
+    token = _token_store(data).create("dev", ("submit", "read"), tenants=("*",))
     write_private_file(path, f"{token}\n".encode())
     return token
 
