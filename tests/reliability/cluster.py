@@ -175,6 +175,8 @@ class Receipt:
     root: bytes
     server: str
     at: float
+    wait: str
+    timestamp_ms: int
 
 
 @dataclass
@@ -184,7 +186,8 @@ class Client:
     log: LogDir
     targets: Any
     """A callable returning the list of (name, base URL) to try, in turn."""
-    wait: str = "durable"
+    waits: tuple[str, ...] = ("durable",)
+    """``wait=`` per worker, in turn (``published``: the receipt's checkpoint is in the store)."""
     workers: int = 4
     receipts: list[Receipt] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
@@ -210,10 +213,10 @@ class Client:
         n = 0
         while not self._stop.is_set():
             key = f"{self.prefix}{w}-{n}"
-            await self._until_acked(key, f"fault {key}".encode())
+            await self._until_acked(key, f"fault {key}".encode(), self.waits[w % len(self.waits)])
             n += 1
 
-    async def _until_acked(self, key: str, payload: bytes) -> None:
+    async def _until_acked(self, key: str, payload: bytes, wait: str) -> None:
         headers = {"Authorization": f"Bearer {self.log.token}", "Idempotency-Key": key}
         turn = 0
         while not self._stop.is_set():
@@ -225,16 +228,16 @@ class Client:
                 continue
             try:
                 async with self._session.post(
-                    f"{url}/add?kind=inline&wait={self.wait}", data=payload, headers=headers
+                    f"{url}/add?kind=inline&wait={wait}", data=payload, headers=headers
                 ) as r:
                     status, body = r.status, await r.read()
                     if "Retry-After" in r.headers:
-                        self.retry_after.add(str(status))
+                        self.retry_after.add(f"{name} {status}")
             except (aiohttp.ClientError, TimeoutError, ConnectionError):
-                self.count("connection error")
+                self.count(f"{name} connection error")
                 await asyncio.sleep(0.05)
                 continue
-            self.count(str(status))
+            self.count(f"{name} {status}")
             if status != 200:
                 await asyncio.sleep(0.05)
                 continue
@@ -244,7 +247,18 @@ class Client:
             e = receipt.entries[0]
             now = time.monotonic()
             self.receipts.append(
-                Receipt(key, payload, e.index, e.leaf_hash, cp.size, cp.root_hash, name, now)
+                Receipt(
+                    key,
+                    payload,
+                    e.index,
+                    e.leaf_hash,
+                    cp.size,
+                    cp.root_hash,
+                    name,
+                    now,
+                    wait,
+                    e.timestamp_ms,
+                )
             )
             self.acks_by.setdefault(name, []).append(now)
             return
@@ -390,3 +404,22 @@ async def metric(session: aiohttp.ClientSession, url: str, name: str, token: str
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+async def watch_checkpoints(
+    servers: list[Any], forks: Forks, stop: asyncio.Event, token: str
+) -> None:
+    """Poll ``/checkpoint`` of every ready server into ``forks`` until ``stop``."""
+    from translog.core.checkpoint import parse_checkpoint
+    from translog.core.note import parse_note
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        while not stop.is_set():
+            for s in servers:
+                if not s.port:
+                    continue
+                status, body = await get(http, f"{s.url}/checkpoint", token)
+                if status == 200:
+                    cp = parse_checkpoint(parse_note(body).text)
+                    forks.see(cp.size, cp.root_hash, f"/checkpoint of {s.name}")
+            await asyncio.sleep(0.1)
