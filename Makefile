@@ -56,10 +56,14 @@ fmt: $(STAMP)
 	@$(BIN)/ruff check --fix translog tests benchmarks scripts
 
 ## make soak: the long reliability runs (25 SIGKILLs; 10 min at 70% of the measured max rate;
-## parser, OpenAPI and HTTP fuzzing with the "soak" hypothesis profile). Figures: soak-results.json
+## parser, OpenAPI and HTTP fuzzing with the "soak" hypothesis profile; the distributed fault
+## scenarios 5 times each). Figures: soak-results.json, fault-results.jsonl
 soak: $(STAMP)
 	@HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest $(PYTEST_ARGS) tests/reliability
 	@$(BIN)/python scripts/soak.py --kills 25 --minutes 10 --out soak-results.json
+	@rm -f fault-results.jsonl
+	@TRANSLOG_FAULT_REPS=5 TRANSLOG_FAULT_OUT=fault-results.jsonl \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS) -s tests/reliability/test_faults.py
 
 vectors: $(STAMP)
 	@$(BIN)/python scripts/gen_vectors.py

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -14,6 +16,9 @@ from translog.core.signing import NoteSigner
 from translog.log.sequencer import Log, LogOptions
 from translog.storage.lmdb import LMDBStorage
 from translog.storage.memory import MemoryStorage
+
+if TYPE_CHECKING:
+    from tests.objstore.conftest import Gateway
 
 settings.register_profile(
     "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -78,3 +83,22 @@ async def memory_log(
     await log.start()
     yield log
     await log.close()
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[Gateway]:
+    """Start the gateway once per session (installs the Debian packages when missing)."""
+    # A cluster of our own (data dir and ports), so that concurrent test runs on one machine
+    # never share, or stop, each other's gateway.
+    from tests.objstore.conftest import ROOT, Gateway, rgw_env
+
+    script = ROOT / "scripts" / "rgw.sh"
+    env = rgw_env(f"/tmp/translog-rgw-{os.getpid()}")
+    out = subprocess.run(
+        [str(script), "start"], capture_output=True, text=True, timeout=600, check=False, env=env
+    )
+    if out.returncode != 0:
+        pytest.fail(f"scripts/rgw.sh start failed:\n{out.stdout}\n{out.stderr}")
+    got = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    yield Gateway(got["RGW_ENDPOINT"], got["AWS_ACCESS_KEY_ID"], got["AWS_SECRET_ACCESS_KEY"])
+    subprocess.run([str(script), "stop"], capture_output=True, timeout=120, check=False, env=env)

@@ -38,23 +38,6 @@ class Gateway:
         return name
 
 
-@pytest.fixture(scope="session")
-def rgw() -> Iterator[Gateway]:
-    """Start the gateway once per session (installs the Debian packages when missing)."""
-    # A cluster of our own (data dir and ports), so that concurrent test runs on one machine
-    # never share, or stop, each other's gateway.
-    script = ROOT / "scripts" / "rgw.sh"
-    env = rgw_env(f"/tmp/translog-rgw-{os.getpid()}")
-    out = subprocess.run(
-        [str(script), "start"], capture_output=True, text=True, timeout=600, check=False, env=env
-    )
-    if out.returncode != 0:
-        pytest.fail(f"scripts/rgw.sh start failed:\n{out.stdout}\n{out.stderr}")
-    got = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
-    yield Gateway(got["RGW_ENDPOINT"], got["AWS_ACCESS_KEY_ID"], got["AWS_SECRET_ACCESS_KEY"])
-    subprocess.run([str(script), "stop"], capture_output=True, timeout=120, check=False, env=env)
-
-
 def rgw_env(directory: str) -> dict[str, str]:
     """Environment for scripts/rgw.sh: a data directory and free ports of its own."""
     return {

@@ -148,21 +148,23 @@ async def test_a_failing_store_never_blocks_sequencing_and_publication_catches_u
     assert note == log.published.note  # type: ignore[union-attr]
 
 
-async def test_a_store_holding_another_tile_halts_publication(
+async def test_an_unpublished_tile_left_by_another_writer_is_replaced(
     signer: NoteSigner, aiohttp_client: Any, tmp_path: Path
 ) -> None:
+    # What a leader that lost its lease mid-round leaves: a tile no checkpoint refers to
+    # (issue 18, scenario 2). It used to halt the new leader's publication for good.
     root = tmp_path / "www"
     tile = root / "tile" / "0" / "000.p" / "3"
     tile.parent.mkdir(parents=True)
-    tile.write_bytes(bytes(96))  # what a second writer with another tree would leave
+    tile.write_bytes(bytes(96))
     app, role = _app(signer, DirectoryStore(root), None)
     client = await aiohttp_client(app)
     log: Log = app[LOG]
     await log.submit([b"a", b"b", b"c"])
     assert role.publisher is not None
     publisher = role.publisher
-    await until(lambda: publisher.halted is not None)
-    assert "already holds a different tile/0/000.p/3" in str(publisher.halted)
-    assert not (root / "checkpoint").exists() or publisher.store_size == 0
+    await until(lambda: publisher.store_size == 3)
+    assert publisher.halted is None and publisher.replaced == 1
+    assert tile.read_bytes() != bytes(96)
     health = await client.get("/healthz")
-    assert health.status == 503
+    assert health.status == 200

@@ -95,7 +95,9 @@ class ObjectStoreRole:
             self.public,
             self.private,
             PublisherOptions(concurrency=o.concurrency, max_lag_ms=o.max_lag_ms),
+            guard=None if self.lease is None else self.lease.check,
         )
+        log.store_barrier = publisher.wait_stored
         self.publisher = publisher
         app.setdefault(HEALTH_CHECKS, []).append(self._health)
         metrics = app[METRICS]
@@ -130,6 +132,11 @@ class ObjectStoreRole:
             lambda: publisher.failures,
         )
         metrics.gauge("translog_objstore_objects", "objects uploaded", lambda: publisher.objects)
+        metrics.gauge(
+            "translog_objstore_tiles_replaced",
+            "unpublished tiles left by a writer that lost its lease, replaced",
+            lambda: publisher.replaced,
+        )
         metrics.gauge(
             "translog_objstore_halted",
             "1 once publication stopped (another writer)",

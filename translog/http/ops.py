@@ -58,6 +58,11 @@ _STATS_COUNTERS = (
     ("published", "translog_checkpoints_published_total", "checkpoints published"),
     ("storage_full", "translog_storage_full_total", "batches refused because storage is full"),
     (
+        "lease_refused",
+        "translog_lease_refused_total",
+        "batches refused (503) because this instance did not hold the writer lease",
+    ),
+    (
         "withheld",
         "translog_checkpoints_withheld_total",
         "checkpoints not published because the witness quorum was not met",

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
 from translog.core.merkle import NodeLevels, leaf_hash
-from translog.errors import SequencerFatalError, StorageError, StorageFullError
+from translog.errors import (
+    LeaseLostError,
+    PushbackError,
+    SequencerFatalError,
+    StorageError,
+    StorageFullError,
+)
 from translog.log.base import (
     AcceptedRun,
     Appended,
@@ -25,6 +31,7 @@ from translog.log.base import (
 from translog.storage.base import EntryColumns, WriteBatch
 
 FULL_RETRY_SECONDS = 0.5
+LEASE_RETRY_SECONDS = 1.0
 """Pause before retrying promised entries after a batch failed with storage full."""
 
 
@@ -93,6 +100,22 @@ class GroupCommit(LogState):
                 self._pending += sum(len(g.accepted) for g in kept)
                 if kept:
                     await asyncio.sleep(FULL_RETRY_SECONDS)
+                continue
+            except LeaseLostError as e:
+                # Checked before anything is written: the state is known. Refuse (503 with
+                # Retry-After) and keep sequencing; writes resume if the lease is renewed
+                # (a healed partition), never once another instance took it over.
+                self.stats["lease_refused"] += 1
+                kept = [g for g in groups if g.promise_seqs]
+                log.error("batch refused: %s (%d promised entries kept)", e, len(kept))
+                refused = PushbackError(
+                    f"{e}; this instance does not sequence now", retry_after=LEASE_RETRY_SECONDS
+                )
+                self._fail([g for g in groups if not g.promise_seqs], refused)
+                self._pool.extendleft(reversed(kept))
+                self._pending += sum(len(g.accepted) for g in kept)
+                if kept:
+                    await asyncio.sleep(LEASE_RETRY_SECONDS)
                 continue
             except (StorageError, Exception) as e:
                 self._fatal = e

@@ -34,7 +34,7 @@ import itertools
 import operator
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
@@ -150,6 +150,10 @@ class Log(Recovery, GroupCommit, Reads):
         self.write_guard: Callable[[], None] | None = None
         """Called on the writer thread before every durable write; raising stops it (used by
         the single-writer lease, translog.publish.lease)."""
+        self.store_barrier: Callable[[int, float], Awaitable[bool]] | None = None
+        """With an object store: ``await store_barrier(size, timeout)`` is True once the store
+        holds a checkpoint of at least ``size``. ``wait=published`` receipts wait for it, so
+        they survive the loss of this machine (a standby catches up from the store)."""
         self._fatal: BaseException | None = None
         self._published: SignedCheckpoint | None = None
         self._published_waiters: list[tuple[int, asyncio.Future[SignedCheckpoint]]] = []

@@ -414,13 +414,21 @@ class Submissions:
         interval = self.config.publisher.interval_ms / 1000
         timeout = max(5.0, 10 * interval)
         try:
-            return await asyncio.wait_for(self.log.wait_published(min_size), timeout)
+            signed = await asyncio.wait_for(self.log.wait_published(min_size), timeout)
         except TimeoutError as e:
             raise PushbackError(
                 f"the entries are durable but no checkpoint was published within {timeout:g} s; "
                 "retry with the same idempotency keys, or use wait=durable",
                 retry_after=interval,
             ) from e
+        barrier = self.log.store_barrier
+        if barrier is not None and not await barrier(signed.size, timeout):
+            raise PushbackError(
+                f"the entries are durable but not yet in the object store after {timeout:g} s; "
+                "retry with the same idempotency keys, or use wait=durable",
+                retry_after=interval,
+            )
+        return signed
 
     # -- promises -----------------------------------------------------------------------
 

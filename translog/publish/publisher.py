@@ -106,14 +106,21 @@ class Publisher:
         options: PublisherOptions | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        guard: Callable[[], None] | None = None,
     ) -> None:
-        """Nothing is read or written until :meth:`start`."""
+        """Nothing is read or written until :meth:`start`.
+
+        ``guard`` (the writer lease's check) is called before every upload to the public
+        store and raises while this instance may not write: a writer that lost its lease
+        (paused, partitioned, taken over) uploads neither tiles nor a checkpoint.
+        """
         self.log = log_
         self.vkey = vkey
         self.public = public
         self.private = private
         self.options = options or PublisherOptions()
         self._clock = clock
+        self._guard = guard
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self.options.concurrency, thread_name_prefix="tl-publish"
         )
@@ -132,6 +139,8 @@ class Publisher:
         self.rounds = 0
         self.rewrites = 0
         """Payload bundles rewritten after erasures."""
+        self.replaced = 0
+        """Unpublished tiles left by another writer and replaced (see :meth:`_put_immutable`)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -272,6 +281,16 @@ class Publisher:
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
 
+    async def wait_stored(self, size: int, timeout: float) -> bool:
+        """Wait until the public store holds a checkpoint of at least ``size``; False if it
+        does not within ``timeout`` seconds (or publication stopped)."""
+        deadline = self._clock() + timeout
+        while self.store_size < size:
+            if self.halted is not None or self._clock() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S / 2)
+        return True
+
     def publish_now(self, target: SignedCheckpoint) -> None:
         """Run one round synchronously (tests and tools), then any pending rewrites."""
         self._publish_round(target)
@@ -319,25 +338,50 @@ class Publisher:
         old, new = self.store_size, target.size
         jobs: list[Callable[[], None]] = []
         for ref in layout.tiles_between(old, new):
-            jobs.append(lambda ref=ref: self._put_tile(ref))  # type: ignore[misc]
+            jobs.append(lambda ref=ref: self._put_tile(ref, old))  # type: ignore[misc]
         for ref in layout.tiles_between(old, new, entries=True):
-            jobs.append(lambda ref=ref: self._put_bundle(ref))  # type: ignore[misc]
+            jobs.append(lambda ref=ref: self._put_bundle(ref, old))  # type: ignore[misc]
         if self.private is not None:
             jobs.append(lambda: self._put_history(target))
         for fut in [self._pool.submit(job) for job in jobs]:
             fut.result()
+        self._check_guard()
         self._put_checkpoint(target)
         self.store_size = new
         self.rounds += 1
 
-    def _put_immutable(
-        self, store: ObjectStore, key: str, body: bytes, content_type: str, cache: str
-    ) -> None:
+    def _check_guard(self) -> None:
+        if self._guard is not None:
+            self._guard()
+
+    def _put_immutable(self, ref: TileRef, body: bytes, published: int) -> None:
+        """Create ``ref`` (``If-None-Match: *``). One already there must hold these bytes,
+        unless no published checkpoint can refer to it: a tile covering leaves beyond
+        ``published`` (the store's checkpoint size) was left by a writer that lost its lease
+        before uploading the checkpoint over it (a paused or partitioned leader), and is
+        replaced. A different tile that a published checkpoint needs stops publication."""
+        store, key = self.public, ref.path
+        self._check_guard()
         try:
-            store.put(key, body, content_type=content_type, cache_control=cache, if_none_match=True)
+            store.put(
+                key,
+                body,
+                content_type=layout.TILE_TYPE,
+                cache_control=layout.TILE_CACHE,
+                if_none_match=True,
+            )
         except PreconditionFailedError:
             existing = store.get(key)
-            if existing is None or existing.body != body:
+            if existing is not None and existing.body == body:
+                pass
+            elif (ref.index * TILE_WIDTH + ref.width) * TILE_WIDTH**ref.level > published:
+                log.warning(
+                    "replacing %s in %s: left unpublished by another writer", key, store.url
+                )
+                self._check_guard()
+                store.put(key, body, content_type=layout.TILE_TYPE, cache_control=layout.TILE_CACHE)
+                self.replaced += 1
+            else:
                 raise PublicationHaltedError(
                     f"{store.url} already holds a different {key}: another writer published "
                     "another tree; publication stopped"
@@ -345,15 +389,13 @@ class Publisher:
         self.objects += 1
         self.bytes += len(body)
 
-    def _put_tile(self, ref: TileRef) -> None:
-        body = read_tile(ref, self.log.storage)
-        self._put_immutable(self.public, ref.path, body, layout.TILE_TYPE, layout.TILE_CACHE)
+    def _put_tile(self, ref: TileRef, published: int) -> None:
+        self._put_immutable(ref, read_tile(ref, self.log.storage), published)
 
-    def _put_bundle(self, ref: TileRef) -> None:
+    def _put_bundle(self, ref: TileRef, published: int) -> None:
         start = ref.index * TILE_WIDTH
         entries = self.log.storage.get_entries(start, start + ref.width)
-        body = encode_bundle([e.leaf for e in entries])
-        self._put_immutable(self.public, ref.path, body, layout.TILE_TYPE, layout.TILE_CACHE)
+        self._put_immutable(ref, encode_bundle([e.leaf for e in entries]), published)
         if self.private is not None:
             self._put_private(layout.payloads_key(ref), _encode_payloads(entries))
 
