@@ -32,7 +32,7 @@ from translog.core.ct import TreeHeadSigner
 from translog.core.policy import WitnessPolicy
 from translog.core.signing import NoteSigner
 from translog.errors import ConfigError
-from translog.http import keys, ops, read, search, submit
+from translog.http import keys, ops, otlp, read, search, submit
 from translog.http.errors import error_middleware
 from translog.keyfile import read_private_file
 from translog.log.sequencer import Log, LogOptions
@@ -93,6 +93,7 @@ def make_app(
     submit.add_routes(app, prefix)
     read.add_routes(app, prefix)
     ops.add_routes(app, prefix)
+    otlp.add_routes(app, prefix)
     app.cleanup_ctx.append(_run_log)
     if config.events.enabled:
         if data_dir is not None:
