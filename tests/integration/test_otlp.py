@@ -188,11 +188,19 @@ def check_records(events: list[dict[str, Any]], numbers: range) -> None:
         assert event["details"]["body"] == f"refund {n} approved"
         assert event["details"]["severity_text"] == "WARN"
         assert event["details"]["scope"] == "billing.audit"
-        original = json.loads(event["details"]["otlp"])
-        record = original["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
-        assert record["traceId"] == f"{TRACE:032x}"
-        assert record["body"] == {"stringValue": f"refund {n} approved"}
-        assert original["resourceLogs"][0]["scopeLogs"][0]["scope"]["version"] == "1.2.3"
+        original = logs_service_pb2.ExportLogsServiceRequest.FromString(
+            base64.b64decode(event["details"]["otlp"])
+        )
+        (rl,) = original.resource_logs
+        (sl,) = rl.scope_logs
+        (record,) = sl.log_records
+        assert record.trace_id == TRACE.to_bytes(16, "big")
+        assert record.body.string_value == f"refund {n} approved"
+        assert record.time_unix_nano == 1_790_000_000_000_000_000 + n * 1_000_000
+        assert sl.scope.version == "1.2.3"
+        assert {kv.key: kv.value.string_value for kv in rl.resource.attributes}[
+            "host.name"
+        ] == "web-1"
 
 
 async def test_sdk_exporter_every_record_in_the_tree(

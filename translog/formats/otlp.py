@@ -6,8 +6,8 @@ The messages are ``opentelemetry-proto``'s generated classes; the JSON encoding 
 ("OTLP logs") has the field-by-field mapping. In short: one entry per LogRecord, whose event
 carries the service (``service.name``), the host (``host.name``), severity, body, attributes,
 trace and span ids and the record's time, plus ``details.otlp``: the record with its resource
-and scope as a one-record OTLP/JSON ``ExportLogsServiceRequest``, so the entry keeps exactly
-what the source sent.
+and scope as a one-record ``ExportLogsServiceRequest`` (protobuf, base64), so the entry keeps
+exactly what the source sent, whichever encoding it used.
 
 A record that cannot become a valid event (a trace id that is not 16 bytes, a service name
 with control characters, an event over the size limit...) is rejected alone: it is counted
@@ -20,6 +20,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from translog.errors import EventError, MalformedError, TooLargeError, UnsupportedMediaTypeError
 from translog.formats.batch import Batch
 from translog.formats.event_builder import encode_event
-from translog.formats.event_schema import MAX_DETAILS_DEPTH, MAX_EVENT_BYTES, SCHEMA, validate_event
+from translog.formats.event_schema import MAX_DETAILS_DEPTH, MAX_EVENT_BYTES, SCHEMA
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -169,19 +170,14 @@ def map_request(
     i = 0
     for r, rl in enumerate(message.resource_logs):
         resource = _attributes(rl.resource.attributes)
-        resource_json = _JSON_DUMPS(_to_json(rl.resource))
         for s, sl in enumerate(rl.scope_logs):
-            scope_json = _JSON_DUMPS(_to_json(sl.scope))
-            context = _Context(
-                resource, resource_json, rl.schema_url, sl.scope.name, scope_json, sl.schema_url
-            )
+            context = _Context(resource, _one_record_request(rl, sl), sl.scope.name)
             for n, record in enumerate(sl.log_records):
                 label = f"resourceLogs[{r}].scopeLogs[{s}].logRecords[{n}]"
                 key = f"{prefix}{i}"
                 i += 1
                 try:
-                    event = record_event(record, context, key, received_ms)
-                    payload = encode_event(validate_event(event))
+                    payload = encode_event(record_event(record, context, key, received_ms))
                     if len(payload) > limit:
                         raise TooLargeError(
                             f"event of {len(payload)} bytes exceeds the {limit}-byte limit"
@@ -202,38 +198,84 @@ def body_digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-@dataclass(frozen=True, slots=True)
 class _Context:
-    """What every record of one ScopeLogs shares."""
+    """What every record of one ScopeLogs shares, and the one-record request they fill."""
 
-    resource: dict[str, Any]
-    resource_json: str
-    resource_schema_url: str
-    scope_name: str
-    scope_json: str
-    scope_schema_url: str
+    __slots__ = ("checked", "request", "resource", "scope_name", "slot")
+
+    def __init__(self, resource: dict[str, Any], request: Any, scope_name: str) -> None:
+        self.resource = resource
+        self.request = request
+        self.slot = request.resource_logs[0].scope_logs[0].log_records
+        self.scope_name = scope_name
+        self.checked: set[tuple[str, str]] = set()
+        """``(field, value)`` already found valid (service, tenant)."""
+
+    def original(self, record: Any) -> str:
+        """The record with its resource and scope: a one-record ``ExportLogsServiceRequest``,
+        protobuf, in base64."""
+        del self.slot[:]
+        self.slot.append(record)
+        return base64.b64encode(self.request.SerializeToString()).decode()
+
+
+def _one_record_request(rl: Any, sl: Any) -> Any:
+    """An ``ExportLogsServiceRequest`` with ``rl``'s resource and ``sl``'s scope, no record."""
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    out = request.resource_logs.add()
+    out.resource.CopyFrom(rl.resource)
+    out.schema_url = rl.schema_url
+    scope = out.scope_logs.add()
+    scope.scope.CopyFrom(sl.scope)
+    scope.schema_url = sl.schema_url
+    return request
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check(context: _Context, name: str, value: object, max_len: int) -> str:
+    """``value`` if it is a valid event string for ``name`` (as event_schema checks it)."""
+    if isinstance(value, str) and (name, value) in context.checked:
+        return value
+    where = f"event.{name}"
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len:
+        raise EventError(f"{where}: expected a string of 1-{max_len} characters")
+    if _CONTROL.search(value):
+        raise EventError(f"{where}: control characters are not allowed")
+    if name == "tenant" and not _TENANT.fullmatch(value):
+        raise EventError(f"{where}: expected 1-64 of A-Z a-z 0-9 . _ -, got {value[:64]!r}")
+    if name != "actor.id":
+        context.checked.add((name, value))
+    return value
 
 
 def record_event(record: Any, context: _Context, event_id: str, received_ms: int) -> dict[str, Any]:
-    """The ``translog.event/v1`` of one LogRecord (validated by the caller)."""
+    """The ``translog.event/v1`` of one LogRecord, valid by construction: the few fields a
+    record chooses (service, tenant, actor) are checked as event_schema would, ``details``
+    is kept within its nesting limit (EventError or MalformedError for a bad record)."""
     trace_id = _id(record.trace_id, 16, "traceId")
     span_id = _id(record.span_id, 8, "spanId")
     attributes = _attributes(record.attributes)
     resource = context.resource
-    service = resource.get("service.name")
-    service = service if isinstance(service, str) and service else DEFAULT_SERVICE
+    service = resource.get("service.name", DEFAULT_SERVICE)
+    service = _check(context, "service", service, 128)
     tenant = attributes.get("translog.tenant", resource.get("translog.tenant", DEFAULT_TENANT))
+    tenant = _check(context, "tenant", tenant, 64)
     nanos = record.time_unix_nano or record.observed_time_unix_nano
-    severity = _severity(record.severity_number)
     enduser = attributes.get("enduser.id")
-    actor = {"type": "user", "id": enduser} if isinstance(enduser, str) else None
+    if enduser is None:
+        actor = {"type": "service", "id": service}
+    else:
+        actor = {"type": "user", "id": _check(context, "actor.id", enduser, 256)}
     details: dict[str, Any] = {
         "severity_number": record.severity_number,
         "severity_text": record.severity_text,
         "body": _limit_depth(_value(record.body), 2) if record.HasField("body") else None,
         "attributes": _limit_depth(attributes, 2),
         "scope": context.scope_name,
-        "otlp": _otlp_json(record, context, trace_id, span_id),
+        "otlp": context.original(record),
     }
     host = resource.get("host.name")
     if host is not None:
@@ -246,8 +288,8 @@ def record_event(record: Any, context: _Context, event_id: str, received_ms: int
         "schema": SCHEMA,
         "id": event_id,
         "time": nanos // 1_000_000 if nanos else received_ms,
-        "actor": actor or {"type": "service", "id": service},
-        "action": f"log.{severity}",
+        "actor": actor,
+        "action": f"log.{_severity(record.severity_number)}",
         "category": "system",
         "targets": [],
         "outcome": {"result": "unknown"},
@@ -270,27 +312,6 @@ def _id(raw: bytes, size: int, name: str) -> str:
     if raw and len(raw) != size:
         raise MalformedError(f"{name}: expected {size} bytes or none, got {len(raw)}")
     return raw.hex() if raw else ""
-
-
-def _otlp_json(record: Any, context: _Context, trace_id: str, span_id: str) -> str:
-    """The record, its resource and scope as a one-record OTLP/JSON request."""
-    rec = _to_json(record)
-    if trace_id:
-        rec["traceId"] = trace_id
-    if span_id:
-        rec["spanId"] = span_id
-    scope_logs = f'{{"scope":{context.scope_json},"logRecords":[{_JSON_DUMPS(rec)}]'
-    if context.scope_schema_url:
-        scope_logs += f',"schemaUrl":{_JSON_DUMPS(context.scope_schema_url)}'
-    resource_logs = f'{{"resource":{context.resource_json},"scopeLogs":[{scope_logs}}}]'
-    if context.resource_schema_url:
-        resource_logs += f',"schemaUrl":{_JSON_DUMPS(context.resource_schema_url)}'
-    return f'{{"resourceLogs":[{resource_logs}}}]}}'
-
-
-def _to_json(message: Any) -> dict[str, Any]:
-    """Protobuf's JSON mapping of a message (lowerCamelCase, int64 as strings)."""
-    return json_format.MessageToDict(message)  # type: ignore[no-any-return]
 
 
 def _attributes(pairs: Iterable[Any]) -> dict[str, Any]:
