@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
+from benchmarks import bench_http
 from benchmarks.bench_http import batch_body, make_data_dir, start_translog
 from benchmarks.common import OUT, machine, scratch_dir
 
@@ -136,12 +137,12 @@ def _run(
         ndjson = {**auth, "Content-Type": "application/x-ndjson"}
         proto = {**auth, "Content-Type": "application/x-protobuf"}
         # enough distinct bodies for the fastest rate seen so far, with room to spare
-        estimate = int(250_000 * seconds / RECORDS) + 50
+        estimate = int(60_000 * seconds / RECORDS) + 50
         reps_out = []
         for rep in range(reps):
             bodies = otlp_bodies(estimate)
             add = asyncio.run(
-                _closed_loop(f"{base}/add-batch", [batch] * estimate, ndjson, connections, seconds)
+                _closed_loop(f"{base}/add-batch", [batch] * 100_000, ndjson, connections, seconds)
             )
             otlp = asyncio.run(_closed_loop(f"{base}/v1/logs", bodies, proto, connections, seconds))
             ratio = otlp["rate"] / add["rate"]
@@ -158,6 +159,7 @@ def _run(
         "machine": facts,
         "records_per_request": RECORDS,
         "connections": connections,
+        "workers": bench_http.WORKERS,
         "seconds": seconds,
         "reps": reps_out,
         "median_add_batch": statistics.median(r["add_batch"]["rate"] for r in reps_out),
@@ -176,7 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--workers", type=int, default=bench_http.WORKERS, help="translog serve --workers"
+    )
     args = parser.parse_args(argv)
+    bench_http.WORKERS = args.workers
     r = run(args.reps, args.seconds, args.connections)
     print(
         f"median: add-batch {r['median_add_batch']:,.0f} entries/s, otlp "
