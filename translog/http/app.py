@@ -32,7 +32,7 @@ from translog.core.ct import TreeHeadSigner
 from translog.core.policy import WitnessPolicy
 from translog.core.signing import NoteSigner
 from translog.errors import ConfigError
-from translog.http import ingest, keys, ops, read, search, submit
+from translog.http import ingest, keys, ops, otlp, read, search, submit
 from translog.http.errors import error_middleware
 from translog.ingest.syslog import SyslogListener, server_context
 from translog.log.sequencer import Log, LogOptions
@@ -96,6 +96,7 @@ def make_app(
     read.add_routes(app, prefix)
     ops.add_routes(app, prefix)
     ingest.add_routes(app, prefix)
+    otlp.add_routes(app, prefix)
     app.cleanup_ctx.append(_run_log)
     if config.syslog.listen:
         _add_syslog(app, config, data_dir or Path.cwd())

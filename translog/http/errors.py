@@ -81,8 +81,9 @@ def error_from(kind: str, reason: str, retry_after: float) -> TranslogError:
     return cls(reason)
 
 
-def error_response(error: TranslogError) -> web.Response:
-    """The JSON response for ``error``, with the headers its status needs."""
+def error_parts(error: TranslogError) -> tuple[int, str, str, dict[str, str]]:
+    """``(status, kind, reason, headers)`` of the answer to ``error``: what every error body
+    says, whatever its encoding (JSON here; ``google.rpc.Status`` on the OTLP routes)."""
     status, kind = status_for(error)
     if status >= 500 and not isinstance(error, PushbackError | StorageFullError):
         log.error("internal error: %s", error)
@@ -94,6 +95,12 @@ def error_response(error: TranslogError) -> web.Response:
         headers["Retry-After"] = str(max(1, round(error.retry_after * (1 + random.random()))))
     if isinstance(error, AuthError):
         headers["WWW-Authenticate"] = 'Bearer realm="translog"'
+    return status, kind, reason, headers
+
+
+def error_response(error: TranslogError) -> web.Response:
+    """The JSON response for ``error``, with the headers its status needs."""
+    status, kind, reason, headers = error_parts(error)
     if isinstance(error, ConflictError) and error.known_size is not None:
         return web.Response(
             status=status, text=f"{error.known_size}\n", content_type="text/x.tlog.size"

@@ -152,15 +152,23 @@ def pack_request(request: SubmitRequest) -> list[Any]:
     t, e = request.token, request.entries
     token = [t.name, t.hash, t.scopes, t.created_ms, t.revoked_ms, t.rate_per_s, t.tenants]
     entries = [e.payloads, e.keys, e.labels]
-    return [token, entries, request.wait, request.kind, request.batch, request.started]
+    return [
+        token,
+        entries,
+        request.wait,
+        request.kind,
+        request.batch,
+        request.started,
+        request.source,
+    ]
 
 
 def unpack_request(fields: list[Any]) -> SubmitRequest:
     """The :class:`SubmitRequest` of a ``submit`` message's fields."""
-    token, (payloads, keys, labels), wait, kind, batch, started = fields
+    token, (payloads, keys, labels), wait, kind, batch, started, source = fields
     name, digest, scopes, created, revoked, rate, tenants = token
     info = TokenInfo(name, digest, tuple(scopes), created, revoked, rate, tuple(tenants))
-    return SubmitRequest(info, Batch(payloads, keys, labels), wait, kind, batch, started)
+    return SubmitRequest(info, Batch(payloads, keys, labels), wait, kind, batch, started, source)
 
 
 class _Worker:
