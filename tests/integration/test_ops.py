@@ -184,6 +184,7 @@ def test_render_log_metrics_keeps_large_values_exact() -> None:
             "pushbacks": 0,
             "published": 3,
             "storage_full": 0,
+            "lease_refused": 0,
             "withheld": 0,
         },
         batch_sizes=Histogram("translog_batch_entries", "h", SIZE_BUCKETS),
