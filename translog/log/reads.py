@@ -119,6 +119,10 @@ class Reads(LogState):
         self._check_size(size)
         return tree_hash(size, self.storage)
 
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        """The index of the durable leaf with this leaf hash (the leaf-hash index), or None."""
+        return self.storage.find_leaf_hash(leaf_hash)
+
     def entries(self, start: int, end: int) -> list[StoredEntry]:
         """Stored entries ``[start, end)``, each checked against the tree before it is served.
 
