@@ -21,6 +21,11 @@ and writes the access log. It opens the storage read-only, for full tiles and bu
   against the tree's stored leaf hashes as the log process does; anything unusual (a partial
   tile, a tile the tree does not have yet, a private tree without a valid read token, a
   storage error or a corrupted entry) goes to the log process, which answers or refuses it.
+* **The CT JSON API** (``ct/v1/...``) is answered here by the log process's own handlers
+  (:mod:`translog.http.ct`) over :class:`StoreReads`: the read-only environment at the
+  published checkpoint the log process announced. Whatever raises (bad parameters, an unknown
+  hash, a size newer than the announcement, a missing token, a storage error) is asked of the
+  log process instead, so every answer and error is the single-process one.
 """
 
 from __future__ import annotations
