@@ -54,6 +54,10 @@ class TreeReads(Protocol):
         """The audit path of leaf ``index`` in the tree of ``size`` leaves."""
         ...
 
+    def entry_and_proof(self, index: int, size: int) -> tuple[StoredEntry, Sequence[bytes]]:
+        """Entry ``index`` (checked) and its audit path in the tree of ``size`` leaves."""
+        ...
+
     def consistency_proof(self, old_size: int, new_size: int) -> Sequence[bytes]:
         """The consistency proof from ``old_size`` to ``new_size``."""
         ...
@@ -142,8 +146,7 @@ def get_entry_and_proof(request: web.Request, reads: TreeReads) -> web.Response:
     check_published_size(reads, tree_size, "tree_size", minimum=1)
     if index >= tree_size:
         raise MalformedError(f"leaf_index {index} is not below tree_size {tree_size}")
-    entry = reads.entries(index, index + 1)[0]
-    path = reads.inclusion_proof(index, tree_size)
+    entry, path = reads.entry_and_proof(index, tree_size)
     body = b'{"leaf_input":"%s","extra_data":"","audit_path":[%s]}' % (
         _b64b(entry.leaf),
         _b64_list(path),

@@ -71,7 +71,7 @@ from translog.http.multiprocess.hub import (
 )
 from translog.http.multiprocess.upstream import HOP_BY_HOP, NOT_FORWARDED_BACK, Upstream
 from translog.log.base import SignedCheckpoint
-from translog.log.reads import check_entries, check_leaves
+from translog.log.reads import check_entries, check_leaves, read_entry_and_proof
 from translog.log.tokens import TokenStore
 from translog.storage.base import StoredEntry
 from translog.storage.lmdb import LMDBStorage
@@ -98,6 +98,10 @@ class StoreReads:
     def inclusion_proof(self, index: int, size: int) -> tuple[bytes, ...]:
         """Audit path for ``index`` in the tree of ``size`` leaves."""
         return prove_inclusion(index, size, self.storage)
+
+    def entry_and_proof(self, index: int, size: int) -> tuple[StoredEntry, tuple[bytes, ...]]:
+        """Entry ``index`` (checked) and its audit path in the tree of ``size`` leaves."""
+        return read_entry_and_proof(self.storage, index, size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
         """Consistency proof from ``old_size`` to ``new_size``."""
