@@ -40,8 +40,8 @@ from translog.core.signing import NoteSigner
 from translog.core.tiles import TileHashReader, TileRef, decode_bundle, read_tile, tiles_for_size
 from translog.core.vkey import parse_vkey
 from translog.http.app import make_app
+from translog.http.ct import MAX_GET_ENTRIES, accepts_gzip
 from translog.http.keys import LOG, TOKENS
-from translog.http.read import MAX_GET_ENTRIES, accepts_gzip
 from translog.log.sequencer import Appended, Log
 from translog.log.tokens import TokenStore
 from translog.storage.base import Storage

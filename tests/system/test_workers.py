@@ -17,6 +17,7 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -239,3 +240,131 @@ async def test_workers_read_full_bundles_themselves_and_never_serve_a_corrupted_
                 assert marker[:-1] not in await r.read()
         async with fresh.get(f"{server.url}/tile/0/000") as r:
             assert r.status == 200 and len(await r.read()) == 256 * 32
+
+
+PROOF_SIZE = 300
+
+
+def ct_urls(leaf_hashes: list[bytes]) -> tuple[list[str], list[str]]:
+    """CT API paths a worker answers itself, and paths whose errors come from the log process.
+
+    The published tree has PROOF_SIZE entries; ``leaf_hashes[i]`` is entry ``i``'s."""
+    n = PROOF_SIZE
+
+    def by_hash(h: bytes, size: int) -> str:
+        return f"/ct/v1/get-proof-by-hash?hash={quote(base64.b64encode(h).decode(), safe='')}" + (
+            f"&tree_size={size}"
+        )
+
+    served = [
+        f"/ct/v1/get-entry-and-proof?leaf_index={i}&tree_size={s}"
+        for i, s in [
+            (0, 1),
+            (0, n),
+            (1, 2),
+            (5, 7),
+            (n - 1, n),
+            (n - 2, n - 1),
+            (128, 256),
+            (255, n),
+        ]
+    ]
+    served += [by_hash(leaf_hashes[i], s) for i, s in [(0, 1), (0, n), (n - 1, n), (77, 100)]]
+    served += [
+        f"/ct/v1/get-sth-consistency?first={a}&second={b}"
+        for a, b in [(1, 1), (1, n), (5, 7), (n - 1, n), (64, 256), (n, n)]
+    ]
+    served += ["/ct/v1/get-entries?start=0&end=0", "/ct/v1/get-entries?start=10&end=265"]
+    served += [f"/ct/v1/get-entries?start=0&end={n + 50}"]  # cut short: no-cache
+    fallback = [
+        f"/ct/v1/get-entry-and-proof?leaf_index=0&tree_size={n + 1}",  # beyond published
+        f"/ct/v1/get-entry-and-proof?leaf_index={n}&tree_size={n}",
+        "/ct/v1/get-entry-and-proof?leaf_index=0&tree_size=0",
+        "/ct/v1/get-entry-and-proof?leaf_index=x&tree_size=1",
+        by_hash(b"\x07" * 32, n),  # unknown hash: 404
+        by_hash(leaf_hashes[n - 1], n - 1),  # not in that tree: 404
+        f"/ct/v1/get-sth-consistency?first=0&second={n}",
+        f"/ct/v1/get-sth-consistency?first=1&second={n + 1}",
+        "/ct/v1/get-roots",
+    ]
+    return served, fallback
+
+
+async def raw_answer(session: aiohttp.ClientSession, url: str, gzip: bool) -> tuple[Any, ...]:
+    """Status, headers (without Date and Server) and the body exactly as sent."""
+    coding = "gzip" if gzip else "identity"
+    async with session.get(url, headers={"Accept-Encoding": coding}) as r:
+        body = await r.read()
+        headers = sorted((k, v) for k, v in r.headers.items() if k not in ("Date", "Server"))
+        return r.status, headers, body
+
+
+async def proxied(session: aiohttp.ClientSession, server: Server) -> dict[str, float]:
+    """translog_proxied_requests_total by route (the /metrics request itself included)."""
+    async with session.get(f"{server.url}/metrics") as r:
+        text = await r.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("translog_proxied_requests_total{"):
+            route = line.split('route="', 1)[1].split('"', 1)[0]
+            out[route] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def test_workers_answer_the_ct_api_themselves_as_the_log_process_does(
+    served: tuple[Server, aiohttp.ClientSession],
+) -> None:
+    server, _ = served
+    receipt = await add_all(served, [b"ct-%04d" % i for i in range(PROOF_SIZE)])
+    hashes = [base64.b64decode(e["leaf_hash"]) for e in receipt["entries"]]
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+
+        async def published() -> int:
+            async with session.get(f"{server.url}/ct/v1/get-sth") as r:
+                return int(json.loads(await r.read())["tree_size"])
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while await published() < PROOF_SIZE:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        assert await published() == PROOF_SIZE  # nothing else is added meanwhile
+        good, bad = ct_urls(hashes)
+        before = await proxied(session, server)
+        workers: dict[tuple[str, bool], tuple[Any, ...]] = {}
+        for _ in range(3):  # new connections: both workers
+            async with aiohttp.ClientSession(auto_decompress=False) as fresh:
+                for url in good + bad:
+                    for gz in (False, True):
+                        answer = await raw_answer(fresh, server.url + url, gz)
+                        assert workers.setdefault((url, gz), answer) == answer, url
+        after = await proxied(session, server)
+        routes = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        # Every answer above came from a worker; the errors from the log process.
+        for name in ("get-entry-and-proof", "get-proof-by-hash", "get-sth-consistency"):
+            assert routes.get(f"/ct/v1/{name}", 0) == 6 * sum(name in u for u in bad), name
+        assert routes.get("/ct/v1/get-entries", 0) == 0
+        assert routes.get("/ct/v1/get-sth", 0) == 0
+    for url in good:
+        status, headers, _ = workers[url, False]
+        control = dict(headers)["Cache-Control"]
+        assert status == 200, url
+        if url.endswith(f"end={PROOF_SIZE + 50}"):
+            assert control == "public, no-cache"
+        else:
+            assert control == "public, max-age=31536000, immutable", url
+    assert dict(workers[good[-1], True][1]).get("Content-Encoding") == "gzip"
+    assert [workers[u, False][0] for u in bad] == [400, 400, 400, 400, 404, 404, 400, 400, 404]
+    assert server.stop(signal.SIGTERM) == 0
+
+    # The same store, served by one process: the same answers, byte for byte.
+    single = Server(server.log, server.workdir, "single", workers=0)
+    await single.start()
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            for url in good + bad:
+                for gz in (False, True):
+                    assert await raw_answer(session, single.url + url, gz) == workers[url, gz]
+            status, headers, _ = await raw_answer(session, single.url + "/ct/v1/get-sth", False)
+            assert dict(headers)["Cache-Control"] == "public, max-age=1"
+    finally:
+        single.kill_if_running()

@@ -15,7 +15,13 @@ from translog.core.leaf import (
     SALT_SIZE,
     verify_payload,
 )
-from translog.core.merkle import prove_consistency, prove_inclusion, tree_hash
+from translog.core.merkle import (
+    assemble_audit_path,
+    plan_audit_path,
+    prove_consistency,
+    prove_inclusion,
+    tree_hash,
+)
 from translog.errors import MalformedError, StorageCorruptError, TranslogError
 from translog.log.base import LogState, SignedCheckpoint
 from translog.storage.base import Storage, StoredEntry
@@ -26,9 +32,12 @@ CHECK_BLOCK = 4096
 def check_entries(storage: Storage, entries: Sequence[StoredEntry]) -> None:
     """Raise ``StorageCorruptError`` unless every entry matches its stored leaf hash (and a
     committed entry's payload matches its commitment)."""
-    if not entries:
-        return
-    stored = storage.read_hashes([(0, e.index) for e in entries])
+    if entries:
+        verify_entries(entries, storage.read_hashes([(0, e.index) for e in entries]))
+
+
+def verify_entries(entries: Sequence[StoredEntry], stored: Sequence[bytes]) -> None:
+    """:func:`check_entries` with the entries' stored leaf hashes already read."""
     sha = hashlib.sha256
     for e, h in zip(entries, stored, strict=True):
         leaf = e.leaf
@@ -56,6 +65,20 @@ def check_entries(storage: Storage, entries: Sequence[StoredEntry]) -> None:
                     f"entry {e.index}: the stored payload does not match its leaf; "
                     "run translog fsck"
                 ) from err
+
+
+def read_entry_and_proof(
+    storage: Storage, index: int, size: int
+) -> tuple[StoredEntry, tuple[bytes, ...]]:
+    """Entry ``index``, checked against its stored leaf hash, and its audit path in the tree
+    of ``size`` leaves: the leaf hash and the proof's nodes come from one hash read."""
+    if not 0 <= index < size:
+        raise MalformedError(f"leaf index {index} is out of range for tree size {size}")
+    nodes, split, tail = plan_audit_path(0, index, size)
+    hashes = storage.read_hashes([(0, index), *nodes])
+    entries = storage.get_entries(index, index + 1)
+    verify_entries(entries, hashes[:1])
+    return entries[0], assemble_audit_path(hashes[1:], split, tail)
 
 
 def check_leaves(storage: Storage, start: int, leaves: Sequence[bytes]) -> None:
@@ -109,6 +132,11 @@ class Reads(LogState):
         self._check_size(size)
         return prove_inclusion(index, size, self.storage)
 
+    def entry_and_proof(self, index: int, size: int) -> tuple[StoredEntry, tuple[bytes, ...]]:
+        """Entry ``index`` (checked) and its audit path in the tree of ``size`` leaves."""
+        self._check_size(size)
+        return read_entry_and_proof(self.storage, index, size)
+
     def consistency_proof(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
         """Consistency proof from ``old_size`` to ``new_size`` (new_size ≤ durable size)."""
         self._check_size(new_size)
@@ -118,6 +146,10 @@ class Reads(LogState):
         """The root hash of the first ``size`` leaves."""
         self._check_size(size)
         return tree_hash(size, self.storage)
+
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        """The index of the durable leaf with this leaf hash (the leaf-hash index), or None."""
+        return self.storage.find_leaf_hash(leaf_hash)
 
     def entries(self, start: int, end: int) -> list[StoredEntry]:
         """Stored entries ``[start, end)``, each checked against the tree before it is served.

@@ -156,6 +156,9 @@ class Log(Recovery, GroupCommit, Reads):
         they survive the loss of this machine (a standby catches up from the store)."""
         self._fatal: BaseException | None = None
         self._published: SignedCheckpoint | None = None
+        self.on_publish: list[Callable[[SignedCheckpoint], None]] = []
+        """Called with every checkpoint as it is published, before anyone waiting for one is
+        told (the multi-process server sends it to the workers, translog.http.multiprocess)."""
         self._published_waiters: list[tuple[int, asyncio.Future[SignedCheckpoint]]] = []
         self._current = self._sign(self._frontier.size, self._frontier.root(), self._last_ts)
         self.stats = collections.Counter[str]()
@@ -412,6 +415,8 @@ class Log(Recovery, GroupCommit, Reads):
                 return None
         assert published is not None
         self._published = published
+        for hook in self.on_publish:
+            hook(published)
         self.stats["published"] += 1
         waiters, self._published_waiters = self._published_waiters, []
         for min_size, fut in waiters:

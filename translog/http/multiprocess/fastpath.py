@@ -40,7 +40,8 @@ from translog.formats.receipt_json import (
     single_receipt_json,
 )
 from translog.http.errors import error_from
-from translog.http.multiprocess.hub import pack, pack_request, read_message
+from translog.http.multiprocess.hub import pack, pack_request, read_message, unpack_published
+from translog.log.base import SignedCheckpoint
 from translog.log.sequencer import now_ms
 from translog.log.submission import Answer, SubmitRequest, check_entries
 
@@ -141,9 +142,15 @@ class HubClient:
     """The worker's side of its connection to the log process."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, stream: msgpack.Unpacker, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        stream: msgpack.Unpacker,
+        writer: asyncio.StreamWriter,
+        published: SignedCheckpoint | None = None,
     ) -> None:
         self._reader, self._stream, self._writer = reader, stream, writer
+        self.published = published
+        """The log's latest published checkpoint, as the log process last announced it."""
         self._next = 0
         self._pending: dict[int, _Message | asyncio.Future[Answer]] = {}
         self._queue: list[list[Any]] = []
@@ -197,6 +204,9 @@ class HubClient:
         os._exit(1)
 
     def _answer(self, msg: list[Any]) -> None:
+        if msg[0] == "published":
+            self.published = unpack_published(msg[1])
+            return
         waiting = self._pending.pop(msg[0])
         if isinstance(waiting, asyncio.Future):
             if waiting.done():

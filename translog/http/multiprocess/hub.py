@@ -24,6 +24,10 @@ submission, whichever worker received it, is answered by this process's one
 * Errors answer ``[id, "err", kind, reason, retry_after]``
   (:func:`translog.http.errors.error_fields`). The worker counts the refusal (``["inc",
   ...]``), as the single-process handler does.
+* ``["published", checkpoint]`` goes to every worker as each checkpoint is published (and the
+  hello carries the current one): workers answer the CT API from their read-only view of the
+  LMDB environment at that size (:mod:`translog.http.multiprocess.worker`). It is sent before
+  anyone waiting for that checkpoint is answered, so a worker learns it before its receipts.
 * **Everything else** (reads, metrics, health) is proxied by the worker over HTTP to this
   process's ordinary app, on a Unix socket in a private directory, so every answer and error
   is the one the single-process server gives.
@@ -58,11 +62,13 @@ import msgpack
 from aiohttp import web
 
 from translog.config import format_config
+from translog.core.checkpoint import Checkpoint
 from translog.errors import ConfigError, TranslogError
 from translog.formats.batch import Batch
 from translog.http import app as app_module
 from translog.http.errors import error_fields
 from translog.http.keys import CONFIG, LOG, METRICS, SUBMISSIONS
+from translog.log.base import SignedCheckpoint
 from translog.log.submission import PreparedRequest, PreparedRun, SubmitRequest
 from translog.log.tokens import TokenInfo
 
@@ -73,6 +79,8 @@ READY_TIMEOUT = 30.0
 RESTART_DELAY = 1.0
 """Seconds before a worker that died is started again."""
 _COUNTERS = frozenset({"translog_submissions_rejected_total"})
+PROXIED = "translog_proxied_requests_total"
+"""Requests the workers passed to this process's app, by route (what they did not answer)."""
 """Counters a worker may increment in the log process's registry."""
 
 
@@ -147,6 +155,23 @@ def _send(writer: asyncio.StreamWriter, msg: list[Any]) -> None:
         writer.write(pack(msg))
 
 
+def pack_published(signed: SignedCheckpoint | None) -> list[Any] | None:
+    """A published checkpoint as message fields (None before the first publish)."""
+    if signed is None:
+        return None
+    cp = signed.checkpoint
+    ts, note, sth = signed.timestamp_ms, signed.note, signed.tree_head_signature
+    return [cp.origin, cp.size, cp.root_hash, list(cp.extensions), ts, note, sth]
+
+
+def unpack_published(fields: list[Any] | None) -> SignedCheckpoint | None:
+    """The checkpoint of :func:`pack_published` fields."""
+    if fields is None:
+        return None
+    origin, size, root, extensions, ts, note, sth = fields
+    return SignedCheckpoint(Checkpoint(origin, size, root, tuple(extensions)), ts, note, sth)
+
+
 def pack_request(request: SubmitRequest) -> list[Any]:
     """A :class:`SubmitRequest` as the fields of a ``submit`` message."""
     t, e = request.token, request.entries
@@ -190,6 +215,15 @@ class Workers:
         self.workers = [_Worker(i) for i in range(count)]
         self.stopping = False
         self._watchers: list[asyncio.Task[None]] = []
+        self._log = app[LOG]
+        self._log.on_publish.append(self._published)
+
+    def _published(self, signed: SignedCheckpoint) -> None:
+        """Tell every worker about a checkpoint just published."""
+        msg = ["published", pack_published(signed)]
+        for w in self.workers:
+            if w.writer is not None:
+                _send(w.writer, msg)
 
     async def start(self) -> None:
         """Start every worker; ConfigError (with the worker's reason) if one cannot serve."""
@@ -213,7 +247,7 @@ class Workers:
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         w.writer = writer
         stream = unpacker()
-        writer.write(pack(self.hello))
+        writer.write(pack({**self.hello, "published": pack_published(self._log.published)}))
         try:
             first = await asyncio.wait_for(read_message(reader, stream), READY_TIMEOUT)
         except TimeoutError:
@@ -259,6 +293,7 @@ class Workers:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        self._log.on_publish.remove(self._published)
         for w in self.workers:
             if w.task is not None:
                 w.task.cancel()
@@ -306,6 +341,7 @@ async def run_multiprocess(
     received = app_module.install_signal_handlers()
     bound = int(reserved.getsockname()[1])
     private = Path(tempfile.mkdtemp(prefix="translog-"))
+    count_proxied(app)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=app_module.SHUTDOWN_TIMEOUT)
     pool: Workers | None = None
     try:
@@ -339,6 +375,19 @@ async def run_multiprocess(
         shutil.rmtree(private, ignore_errors=True)
     published = app[LOG].published
     log.info("stopped; final checkpoint size %s", "none" if published is None else published.size)
+
+
+def count_proxied(app: web.Application) -> None:
+    """Count every request this process's app answers (the workers' proxied ones) in
+    ``translog_proxied_requests_total``, by route pattern."""
+    metrics = app[METRICS]
+    metrics.counter(PROXIED, "requests the workers passed to the log process, by route")
+
+    async def count(request: web.Request, response: web.StreamResponse) -> None:
+        resource = request.match_info.route.resource
+        metrics.inc(PROXIED, route="unmatched" if resource is None else resource.canonical)
+
+    app.on_response_prepare.append(count)
 
 
 def die_with_parent() -> None:

@@ -21,6 +21,11 @@ and writes the access log. It opens the storage read-only, for full tiles and bu
   against the tree's stored leaf hashes as the log process does; anything unusual (a partial
   tile, a tile the tree does not have yet, a private tree without a valid read token, a
   storage error or a corrupted entry) goes to the log process, which answers or refuses it.
+* **The CT JSON API** (``ct/v1/...``) is answered here by the log process's own handlers
+  (:mod:`translog.http.ct`) over :class:`StoreReads`: the read-only environment at the
+  published checkpoint the log process announced. Whatever raises (bad parameters, an unknown
+  hash, a size newer than the announcement, a missing token, a storage error) is asked of the
+  log process instead, so every answer and error is the single-process one.
 """
 
 from __future__ import annotations
@@ -41,19 +46,34 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from translog.config import Config, parse_config
+from translog.core.merkle import prove_consistency, prove_inclusion
 from translog.core.tiles import TILE_WIDTH, encode_bundle, parse_tile_path, read_tile
-from translog.errors import NotFoundError, PushbackError, TooLargeError, TranslogError
+from translog.errors import (
+    NotFoundError,
+    PushbackError,
+    StorageError,
+    TooLargeError,
+    TranslogError,
+)
 from translog.http import app as app_module
 from translog.http import ops, submit
 from translog.http.auth import bearer
+from translog.http.ct import CT_HANDLERS, IMMUTABLE_LIFETIME, accepts_gzip
 from translog.http.errors import error_middleware
 from translog.http.keys import CONFIG, SUBMITTER, TOKENS
 from translog.http.multiprocess.fastpath import FastPath, HubClient
-from translog.http.multiprocess.hub import die_with_parent, pack, read_message, unpacker
+from translog.http.multiprocess.hub import (
+    die_with_parent,
+    pack,
+    read_message,
+    unpack_published,
+    unpacker,
+)
 from translog.http.multiprocess.upstream import HOP_BY_HOP, NOT_FORWARDED_BACK, Upstream
-from translog.http.read import IMMUTABLE_LIFETIME, accepts_gzip
-from translog.log.reads import check_leaves
+from translog.log.base import SignedCheckpoint
+from translog.log.reads import check_entries, check_leaves, read_entry_and_proof
 from translog.log.tokens import TokenStore
+from translog.storage.base import StoredEntry
 from translog.storage.lmdb import LMDBStorage
 
 log = logging.getLogger("translog.worker")
@@ -62,6 +82,40 @@ CACHE_BYTES = 64 << 20
 """Bytes of immutable answers (full tiles, entry bundles) a worker keeps in memory."""
 _TILE = "/tile/"
 """Only tiles and entry bundles are cached: clients fetch the same ones again and again."""
+
+
+class StoreReads:
+    """The tree as a worker reads it for the CT handlers (:class:`translog.http.ct.TreeReads`):
+    the read-only LMDB environment, at sizes up to the published checkpoint the log process
+    announced. That checkpoint is stored, so every node and entry it covers is durable here."""
+
+    __slots__ = ("published", "storage")
+
+    def __init__(self, storage: LMDBStorage, published: SignedCheckpoint) -> None:
+        self.storage = storage
+        self.published: SignedCheckpoint | None = published
+
+    def inclusion_proof(self, index: int, size: int) -> tuple[bytes, ...]:
+        """Audit path for ``index`` in the tree of ``size`` leaves."""
+        return prove_inclusion(index, size, self.storage)
+
+    def entry_and_proof(self, index: int, size: int) -> tuple[StoredEntry, tuple[bytes, ...]]:
+        """Entry ``index`` (checked) and its audit path in the tree of ``size`` leaves."""
+        return read_entry_and_proof(self.storage, index, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> tuple[bytes, ...]:
+        """Consistency proof from ``old_size`` to ``new_size``."""
+        return prove_consistency(old_size, new_size, self.storage)
+
+    def entries(self, start: int, end: int) -> list[StoredEntry]:
+        """Entries ``[start, end)``, checked against the stored leaf hashes as the log does."""
+        entries = self.storage.get_entries(start, end)
+        check_entries(self.storage, entries)
+        return entries
+
+    def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        """The leaf-hash index's answer."""
+        return self.storage.find_leaf_hash(leaf_hash)
 
 
 class Worker:
@@ -89,16 +143,16 @@ class Worker:
         self._cached_bytes = 0
 
     def direct(self, request: web.Request, gzip: bool) -> web.Response | None:
-        """A full tile or entry bundle read here, or None to ask the log process."""
+        """A full tile, an entry bundle or a CT answer read here, or None to ask the log
+        process."""
         server = self.config.server
         prefix = server.prefix + "/"
         path = request.path
-        if (
-            self._lmdb is None
-            or request.method != "GET"
-            or request.query_string
-            or not path.startswith(prefix + "tile/")
-        ):
+        if self._lmdb is None or request.method != "GET":
+            return None
+        if path.startswith(prefix + "ct/v1/"):
+            return self._ct(request, path[len(prefix) + 6 :])
+        if request.query_string or not path.startswith(prefix + "tile/"):
             return None
         try:
             ref = parse_tile_path(path[len(prefix) :])
@@ -137,6 +191,23 @@ class Worker:
                 body = packer.compress(body) + packer.flush()
         return web.Response(body=body, headers=headers)
 
+    def _ct(self, request: web.Request, name: str) -> web.Response | None:
+        """The CT handler's answer from the read-only store at the announced published size;
+        None (the log process answers, with its own error) for anything that raises."""
+        handler = CT_HANDLERS.get(name)
+        published = self.hub.published
+        if handler is None or published is None:
+            return None
+        try:
+            return handler(request, StoreReads(self._store(), published))
+        except StorageError:
+            self._close_store()  # a grown map, corruption: reopen for the next read
+            return None
+        except TranslogError:
+            # Bad parameters, an unknown hash, a size published after the last announcement,
+            # a missing token: the log process gives the answer (or the error) it always has.
+            return None
+
     def _may_read(self, request: web.Request) -> bool:
         try:
             self.tokens.authenticate(bearer(request), "read")
@@ -166,7 +237,8 @@ class Worker:
                 return _copy(hit)
             direct = self.direct(request, gzip)
             if direct is not None:
-                if self.config.server.public_tree:  # a private answer is per caller
+                # Only tiles are kept (a private answer is per caller): proofs are too many.
+                if self.config.server.public_tree and _TILE in request.path:
                     assert isinstance(direct.body, bytes)
                     self._keep(key, direct, len(direct.body))
                 return direct
@@ -311,7 +383,7 @@ async def serve(fd: int) -> int:
         return 1
     config = parse_config(hello["config"], source="log process")
     app_module.configure_logging()
-    hub = HubClient(reader, stream, writer)
+    hub = HubClient(reader, stream, writer, unpack_published(hello.get("published")))
     worker = Worker(
         config, TokenStore(Path(hello["tokens"])), hub, hello["proxy"], hello.get("lmdb")
     )
