@@ -63,7 +63,7 @@ soak: $(STAMP)
 	@$(BIN)/python scripts/soak.py --kills 25 --minutes 10 --out soak-results.json
 	@rm -f fault-results.jsonl
 	@TRANSLOG_FAULT_REPS=5 TRANSLOG_FAULT_OUT=fault-results.jsonl \
-	  $(BIN)/python -m pytest $(PYTEST_ARGS) -s tests/reliability/test_faults.py
+	  $(BIN)/python -m pytest $(PYTEST_ARGS) -s tests/reliability/test_faults.py tests/reliability/test_faults_witness.py tests/reliability/test_faults_clock.py
 
 vectors: $(STAMP)
 	@$(BIN)/python scripts/gen_vectors.py

@@ -11,7 +11,10 @@ set with :meth:`FaultProxy.set` while connections are open:
 * ``blackhole``: a partition: new connections are accepted and never answered, bytes on open
   connections are held (not forwarded, not discarded), as a network that drops every packet
   would do while TCP retransmits. Back to ``pass``, held bytes flow on: what was sent during a
-  short partition arrives late, as on a real network.
+  short partition arrives late, as on a real network;
+* ``swallow``: requests are forwarded (and kept in ``sent``), answers are discarded (kept in
+  ``swallowed``): the target did the work and replied, the reply never arrives (used to kill a
+  witness between its fsync and its reply).
 
 ``faults`` counts every mode switch away from ``pass`` (for the figures).
 """
@@ -24,7 +27,7 @@ import socket
 import struct
 import threading
 
-MODES = ("pass", "delay", "drop", "reset", "blackhole")
+MODES = ("pass", "delay", "drop", "reset", "blackhole", "swallow")
 
 
 class FaultProxy:
@@ -41,6 +44,8 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._flowing: asyncio.Event | None = None
+        self.sent: list[bytes] = []
+        self.swallowed: list[bytes] = []
 
     @property
     def url(self) -> str:
@@ -102,7 +107,7 @@ class FaultProxy:
                 return
             self._open.add(up_w)
             try:
-                await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
+                await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer, reply=True))
             finally:
                 self._open.discard(up_w)
                 up_w.transport.abort()
@@ -110,7 +115,9 @@ class FaultProxy:
             self._open.discard(writer)
             writer.transport.abort()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, reply: bool = False
+    ) -> None:
         assert self._flowing is not None
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while chunk := await src.read(65536):
@@ -119,6 +126,10 @@ class FaultProxy:
                     await asyncio.sleep(self.delay_s)
                 if self.mode in ("drop", "reset") or dst.transport.is_closing():
                     return
+                if self.mode == "swallow":
+                    (self.swallowed if reply else self.sent).append(chunk)
+                    if reply:
+                        continue
                 dst.write(chunk)
                 await dst.drain()
         if not dst.transport.is_closing() and dst.can_write_eof():

@@ -32,6 +32,7 @@ from translog.core.vkey import parse_vkey
 from translog.errors import LeaseHeldError, LeaseLostError, TranslogError
 from translog.http.keys import HEALTH_CHECKS, LOG, METRICS
 from translog.keyfile import read_private_file
+from translog.log.sequencer import now_ms
 from translog.publish.lease import Lease, describe
 from translog.publish.publisher import Publisher, PublisherOptions
 from translog.publish.rebuild import sync_from_store
@@ -213,7 +214,7 @@ def acquire_lease(
                 last_holder = None if rec is None else rec.token
             wait = lease.renew_ms / 1000
             if rec is not None:
-                left = (rec.expires_ms - time.time_ns() // 1_000_000) / 1000
+                left = (rec.expires_ms - now_ms()) / 1000
                 wait = min(wait, max(0.05, left + 0.05))
             sleep(wait)
 
@@ -244,7 +245,7 @@ def prepare(
         acquire_lease(lease, standby=standby, say=say)
         current = lease.current()
         if current is not None:
-            say(f"writer lease acquired: {describe(current, time.time_ns() // 1_000_000)}")
+            say(f"writer lease acquired: {describe(current, now_ms())}")
     if public.get("checkpoint") is not None:
         report = sync_from_store(
             storage,

@@ -32,6 +32,7 @@ import contextlib
 import gc
 import itertools
 import operator
+import os
 import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,9 +95,18 @@ _STAMP = slice(1, 9)
 _hash_leaves = leaf_hashes  # accept_prepared's argument of that name hides it
 
 
+CLOCK_OFFSET_ENV = "TRANSLOG_TEST_CLOCK_OFFSET_MS"
+"""Test-only: milliseconds added to this process's wall clock (docs/RELIABILITY.md §6).
+
+Read once, here, the one place the wall clock is read for leaf timestamps, checkpoints and
+the writer lease (:class:`translog.publish.lease.Lease`); the fault harness runs one process
+with a clock ahead or behind. Never set it in production."""
+_CLOCK_OFFSET_MS = int(os.environ.get(CLOCK_OFFSET_ENV, "0") or "0")
+
+
 def now_ms() -> int:
-    """Wall-clock UTC time in milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
+    """Wall-clock UTC time in milliseconds since the epoch (plus the test-only offset)."""
+    return time.time_ns() // 1_000_000 + _CLOCK_OFFSET_MS
 
 
 class Log(Recovery, GroupCommit, Reads):

@@ -35,6 +35,7 @@ from translog.errors import (
     MalformedError,
     PreconditionFailedError,
 )
+from translog.log.sequencer import now_ms
 from translog.publish import layout
 from translog.publish.store import ObjectStore
 
@@ -98,7 +99,7 @@ class Lease:
         holder: str | None = None,
         ttl_ms: int = 30_000,
         renew_ms: int = 10_000,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_ms: Callable[[], int] = now_ms,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Nothing is written until :meth:`try_acquire`."""
