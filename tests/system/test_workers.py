@@ -299,16 +299,23 @@ async def raw_answer(session: aiohttp.ClientSession, url: str, gzip: bool) -> tu
         return r.status, headers, body
 
 
-async def proxied(session: aiohttp.ClientSession, server: Server) -> dict[str, float]:
-    """translog_proxied_requests_total by route (the /metrics request itself included)."""
-    async with session.get(f"{server.url}/metrics") as r:
+async def by_label(
+    session: aiohttp.ClientSession, server: Server, name: str, label: str
+) -> dict[str, float]:
+    """The samples of counter ``name`` in /metrics, by the value of ``label``."""
+    async with session.get(f"{server.url}/metrics", headers=auth(server)) as r:
         text = await r.text()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("translog_proxied_requests_total{"):
-            route = line.split('route="', 1)[1].split('"', 1)[0]
-            out[route] = float(line.rsplit(" ", 1)[1])
+        if line.startswith(name + "{"):
+            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+            out[value] = float(line.rsplit(" ", 1)[1])
     return out
+
+
+async def proxied(session: aiohttp.ClientSession, server: Server) -> dict[str, float]:
+    """translog_proxied_requests_total by route (the /metrics request itself included)."""
+    return await by_label(session, server, "translog_proxied_requests_total", "route")
 
 
 async def test_workers_answer_the_ct_api_themselves_as_the_log_process_does(

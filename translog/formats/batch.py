@@ -28,7 +28,7 @@ JSON = "application/json"
 _PLAIN_STRING = re.compile(rb'"[A-Za-z0-9+/=]*"')
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request on the fast path; treat as immutable
 class Batch:
     """Payloads to submit, their idempotency keys, and where each came from (for errors).
 

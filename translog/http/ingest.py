@@ -29,10 +29,9 @@ from translog.formats.json_lines import check_content_type, parse_json_lines
 from translog.formats.k8s_audit import parse_event_list
 from translog.http.auth import require
 from translog.http.errors import status_for
-from translog.http.keys import CONFIG, SUBMISSIONS
+from translog.http.keys import CONFIG, SUBMITTER
 from translog.http.submit import read_body, response
-from translog.log.sequencer import Appended
-from translog.log.submission import Answer, SubmitRequest
+from translog.log.submission import Answer, Landed, SubmitRequest
 
 K8S_SOURCE = "k8s-audit"
 JSON_LINES_SOURCE = "json-lines"
@@ -82,7 +81,7 @@ async def _ingest(
 ) -> web.Response:
     """Authenticate, read, parse and submit; a refusal is counted and raised (4xx/5xx)."""
     started = time.monotonic()
-    submissions = request.app[SUBMISSIONS]
+    submissions = request.app[SUBMITTER]
     try:
         token = require(request, "submit")
         tenant, service = _query(request, default_service)
@@ -106,7 +105,7 @@ def _query(request: web.Request, default_service: str) -> tuple[str, str]:
     return tenant_and_service(request.query, default_service)
 
 
-def answer_body(appended: Sequence[Appended]) -> bytes:
+def answer_body(appended: Sequence[Landed]) -> bytes:
     """``{"accepted": n, "duplicates": d, "indexes": [...]}``: entry i's index, in order."""
     indexes = ",".join(str(a.index) for a in appended)
     dups = sum(a.duplicate for a in appended)

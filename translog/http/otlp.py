@@ -29,7 +29,7 @@ from translog.errors import MalformedError, TooLargeError, TranslogError, Unsupp
 from translog.formats import otlp
 from translog.http.auth import require
 from translog.http.errors import error_parts
-from translog.http.keys import CONFIG, SUBMISSIONS
+from translog.http.keys import CONFIG, SUBMITTER
 from translog.http.submit import read_body
 from translog.log.submission import SubmitRequest
 
@@ -38,7 +38,7 @@ _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
 
 
 def add_routes(app: web.Application, prefix: str) -> None:
-    """Register ``POST <prefix>/v1/logs`` (answered through ``app[SUBMISSIONS]``)."""
+    """Register ``POST <prefix>/v1/logs`` (answered through ``app[SUBMITTER]``)."""
     app.router.add_post(f"{prefix}/v1/logs", post_logs)
 
 
@@ -75,11 +75,11 @@ async def post_logs(request: web.Request) -> web.Response:
             sub = SubmitRequest(
                 token, mapped.batch, batch=True, started=started, source=otlp.SOURCE
             )
-            await request.app[SUBMISSIONS].durable(sub)
+            await request.app[SUBMITTER].durable(sub)
         return _answer(200, otlp.response_body(mapped, encoding), encoding, {})
     except TranslogError as e:
         status, kind, reason, headers = error_parts(e)
-        request.app[SUBMISSIONS].rejected(kind)
+        request.app[SUBMITTER].rejected(kind)
         return _answer(status, otlp.status_body(status, reason, encoding), encoding, headers)
 
 

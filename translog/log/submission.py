@@ -59,7 +59,7 @@ _Future = asyncio.Future[Sequence[Appended]]
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request on the fast path; treat as immutable
 class SubmitRequest:
     """One submission, parsed and authenticated: what a :class:`Submitter` is asked to do."""
 
@@ -78,7 +78,7 @@ class SubmitRequest:
     the ``source`` label of ``translog_source_entries_total``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request on the fast path; treat as immutable
 class Answer:
     """An HTTP status and the compact JSON body that goes with it."""
 
@@ -86,11 +86,37 @@ class Answer:
     body: bytes
 
 
+class Landed(Protocol):
+    """Where an entry of a durable request landed (an :class:`Appended` is one)."""
+
+    @property
+    def index(self) -> int:
+        """The entry's index in the tree (an earlier entry's, for a duplicate)."""
+        ...
+
+    @property
+    def duplicate(self) -> bool:
+        """Whether an idempotency key named an earlier entry."""
+        ...
+
+
+@dataclass(slots=True)  # not frozen: made per request on the fast path; treat as immutable
+class Placed:
+    """A :class:`Landed` as it crosses between processes."""
+
+    index: int
+    duplicate: bool
+
+
 class Submitter(Protocol):
     """What the submission handlers call: :class:`Submissions`, or a worker's fast path."""
 
     async def submit(self, request: SubmitRequest) -> Answer:
         """Submit the request's entries; raises a TranslogError for a refusal."""
+        ...
+
+    async def durable(self, request: SubmitRequest) -> Sequence[Landed]:
+        """Admit the entries and return once they are durable (the ingest sources' call)."""
         ...
 
     def rejected(self, kind: str) -> None:
@@ -476,10 +502,13 @@ class Submissions:
 
     def add_prepared(
         self,
-        requests: Sequence[PreparedRequest],
+        requests: Sequence[Sequence[Any]],
         done: Callable[[PreparedRun | TranslogError], None],
     ) -> None:
         """Submit worker-built leaves as one group; ``done`` gets the run once durable.
+
+        Each request is a row laid out as :class:`PreparedRequest` (the message carries plain
+        lists; they are unpacked here, not wrapped).
 
         Timestamps stay non-decreasing (:meth:`Log.accept_prepared`). One range proof for the
         whole run, not one proof per entry: the worker derives each receipt's proof from it.
@@ -490,12 +519,12 @@ class Submissions:
         stamps: list[int] = []
         rebuilt = False
         try:
-            for r in requests:
-                got, moved = log.accept_prepared(r.timestamp_ms, r.salts, r.leaves, r.hashes)
+            for _started, _batch, ts, salts, leaves, bodies, hashes in requests:
+                got, moved = log.accept_prepared(ts, salts, leaves, hashes)
                 stamps.append(got.stamps[0])
                 rebuilt |= moved
                 accepted.extend(got)
-                payloads += r.bodies
+                payloads += bodies
             fut = log.submit(payloads, committed=True, accepted=accepted)  # type: ignore[arg-type]
         except TranslogError as e:
             done(e)
@@ -506,7 +535,7 @@ class Submissions:
 
     def _prepared_durable(
         self,
-        requests: Sequence[PreparedRequest],
+        requests: Sequence[Sequence[Any]],
         stamps: list[int],
         accepted: AcceptedRun,
         rebuilt: bool,
@@ -535,9 +564,9 @@ class Submissions:
         self.metrics.inc("translog_source_entries_total", end - start, source="api")
         now = time.monotonic()
         latency = self.metrics.histograms["translog_receipt_seconds"]
-        for r in requests:
-            latency.observe(now - r.started)
-            mode = "batch" if r.batch else "single"
+        for started, batch, *_ in requests:
+            latency.observe(now - started)
+            mode = "batch" if batch else "single"
             self.metrics.inc("translog_submissions_total", mode=mode, wait="durable")
         # The worker has the leaf hashes, unless a timestamp moved and they were made again.
         hashes = b"".join(accepted.hashes) if rebuilt else None

@@ -43,7 +43,7 @@ from translog.http.errors import error_from
 from translog.http.multiprocess.hub import pack, pack_request, read_message, unpack_published
 from translog.log.base import SignedCheckpoint
 from translog.log.sequencer import now_ms
-from translog.log.submission import Answer, SubmitRequest, check_entries
+from translog.log.submission import Answer, Placed, SubmitRequest, check_entries
 
 log = logging.getLogger("translog.worker")
 
@@ -152,7 +152,7 @@ class HubClient:
         self.published = published
         """The log's latest published checkpoint, as the log process last announced it."""
         self._next = 0
-        self._pending: dict[int, _Message | asyncio.Future[Answer]] = {}
+        self._pending: dict[int, _Message | asyncio.Future[list[Any]]] = {}
         self._queue: list[list[Any]] = []
         self._message = _Message()
         self._scheduled = False
@@ -179,12 +179,13 @@ class HubClient:
         self._writer.write(pack(["add", self._next, self._queue]))
         self._queue, self._message = [], _Message()
 
-    async def submit(self, request: SubmitRequest) -> Answer:
-        """Have the log process's ``Submissions`` answer ``request``."""
-        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+    async def call(self, kind: str, request: SubmitRequest) -> list[Any]:
+        """Have the log process's ``Submissions`` take ``request`` (``kind``: ``submit`` or
+        ``durable``); the fields of its ``ok`` answer, or the error it raised."""
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._next += 1
         self._pending[self._next] = fut
-        self._writer.write(pack(["submit", self._next, pack_request(request)]))
+        self._writer.write(pack([kind, self._next, pack_request(request)]))
         # shield: the log process answers anyway; a client that hangs up changes nothing.
         return await asyncio.shield(fut)
 
@@ -212,7 +213,7 @@ class HubClient:
             if waiting.done():
                 return
             if msg[1] == "ok":
-                waiting.set_result(Answer(msg[2], msg[3]))
+                waiting.set_result(msg[2:])
             else:
                 waiting.set_exception(error_from(msg[2], msg[3], msg[4]))
             return
@@ -241,9 +242,9 @@ class FastPath:
     async def submit(self, request: SubmitRequest) -> Answer:
         """The fast path for a plain submission; the log process's answer for any other."""
         if request.wait != "durable" or request.entries.keys is not None:
-            return await self.hub.submit(request)
+            return Answer(*await self.hub.call("submit", request))
         if request.token.rate_per_s > 0:
-            return await self.hub.submit(request)
+            return Answer(*await self.hub.call("submit", request))
         entries = request.entries
         committed = check_entries(entries, request.kind, self.config)
         prepared = Prepared(entries.payloads, committed)
@@ -272,6 +273,11 @@ class FastPath:
                 run.hashes().inclusion_proof_json(index),
             )
         return Answer(200, body)
+
+    async def durable(self, request: SubmitRequest) -> list[Placed]:
+        """An ingest request: mapped here, made durable by the log process's Submissions."""
+        indexes, duplicates = await self.hub.call("durable", request)
+        return list(map(Placed, indexes, duplicates))
 
     def rejected(self, kind: str) -> None:
         """Count a refused request in the log process's metrics."""

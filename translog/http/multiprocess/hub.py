@@ -21,6 +21,9 @@ submission, whichever worker received it, is answered by this process's one
 * ``["submit", id, request]`` holds any other submission, parsed and authenticated by the
   worker (:func:`pack_request`); it is answered ``[id, "ok", status, body]`` by
   :meth:`Submissions.submit`, exactly as the single-process server answers it.
+* ``["durable", id, request]`` holds the entries of an ingest request (OTLP, Kubernetes audit,
+  JSON lines) that the worker parsed and mapped; :meth:`Submissions.durable` answers
+  ``[id, "ok", indexes, duplicate flags]`` once they are durable.
 * Errors answer ``[id, "err", kind, reason, retry_after]``
   (:func:`translog.http.errors.error_fields`). The worker counts the refusal (``["inc",
   ...]``), as the single-process handler does.
@@ -69,7 +72,7 @@ from translog.http import app as app_module
 from translog.http.errors import error_fields
 from translog.http.keys import CONFIG, LOG, METRICS, SUBMISSIONS
 from translog.log.base import SignedCheckpoint
-from translog.log.submission import PreparedRequest, PreparedRun, SubmitRequest
+from translog.log.submission import PreparedRun, SubmitRequest
 from translog.log.tokens import TokenInfo
 
 log = logging.getLogger("translog.serve")
@@ -123,10 +126,9 @@ class Hub:
             if msg is None:
                 return
             if msg[0] == "add":
-                requests = [PreparedRequest(*r) for r in msg[2]]
-                self.submissions.add_prepared(requests, partial(self._prepared, msg[1], writer))
-            elif msg[0] == "submit":
-                task = asyncio.create_task(self._submit(msg[1], msg[2], writer))
+                self.submissions.add_prepared(msg[2], partial(self._prepared, msg[1], writer))
+            elif msg[0] in ("submit", "durable"):
+                task = asyncio.create_task(self._submit(msg[0], msg[1], msg[2], writer))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
             elif msg[0] == "inc" and msg[1] in _COUNTERS:
@@ -140,14 +142,22 @@ class Hub:
         else:
             _send(writer, [msgid, "ok", *run])
 
-    async def _submit(self, msgid: int, fields: list[Any], writer: asyncio.StreamWriter) -> None:
-        """A submission the fast path does not cover, as the single-process server does it."""
+    async def _submit(
+        self, kind: str, msgid: int, fields: list[Any], writer: asyncio.StreamWriter
+    ) -> None:
+        """A submission the fast path does not cover, as the single-process server does it
+        (``submit``), or an ingest request a worker mapped (``durable``)."""
+        request = unpack_request(fields)
         try:
-            answer = await self.submissions.submit(unpack_request(fields))
+            if kind == "submit":
+                answer = await self.submissions.submit(request)
+                reply = [msgid, "ok", answer.status, answer.body]
+            else:
+                landed = await self.submissions.durable(request)
+                reply = [msgid, "ok", [a.index for a in landed], [a.duplicate for a in landed]]
         except TranslogError as e:
-            _send(writer, [msgid, "err", *error_fields(e)])
-            return
-        _send(writer, [msgid, "ok", answer.status, answer.body])
+            reply = [msgid, "err", *error_fields(e)]
+        _send(writer, reply)
 
 
 def _send(writer: asyncio.StreamWriter, msg: list[Any]) -> None:

@@ -56,7 +56,7 @@ from translog.errors import (
     TranslogError,
 )
 from translog.http import app as app_module
-from translog.http import ops, submit
+from translog.http import ingest, ops, otlp, submit
 from translog.http.auth import bearer
 from translog.http.ct import CT_HANDLERS, IMMUTABLE_LIFETIME, accepts_gzip
 from translog.http.errors import error_middleware
@@ -352,6 +352,8 @@ def make_worker_app(config: Config, worker: Worker) -> web.Application:
     app[TOKENS] = worker.tokens
     app[SUBMITTER] = FastPath(config, worker.hub)
     submit.add_routes(app, config.server.prefix)
+    ingest.add_routes(app, config.server.prefix)  # parsed and mapped here, durable there
+    otlp.add_routes(app, config.server.prefix)
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
 
