@@ -254,7 +254,8 @@ def batch_receipt_json(
         if salt is None:
             parts.append(_INLINE_ENTRY % (index, b2a(leaf, newline=False), lh, timestamp_ms, false))
         else:
-            fields = (index, b2a(leaf, newline=False), lh, timestamp_ms, b2a(salt, newline=False))
-            parts.append(_COMMITTED_ENTRY % (*fields, false))
+            salt_b64 = b2a(salt, newline=False)
+            fields = (index, b2a(leaf, newline=False), lh, timestamp_ms, salt_b64, false)
+            parts.append(_COMMITTED_ENTRY % fields)
         index += 1
     return _batch(quoted_checkpoint, parts, start, index, _nodes_json(proof))
