@@ -37,6 +37,7 @@ import json
 import os
 import pstats
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -163,8 +164,12 @@ def make_data_dir(path: Path) -> DataDir:
 class Server:
     """A server subprocess that writes its port to a ready file."""
 
-    def __init__(self, name: str, cmd: list[str], ready: Path, log: Path) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], ready: Path, log: Path, cpus: str | None = None
+    ) -> None:
         self.name = name
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]  # every process of the server on these CPUs
         self.log = log
         ready.unlink(missing_ok=True)
         self._log_file = log.open("wb")
@@ -215,7 +220,13 @@ def have_uvloop() -> bool:
 
 
 def start_translog(
-    data: DataDir, tmp: Path, name: str, *, uvloop: bool = False, profile: Path | None = None
+    data: DataDir,
+    tmp: Path,
+    name: str,
+    *,
+    uvloop: bool = False,
+    profile: Path | None = None,
+    cpus: str | None = None,
 ) -> Server:
     """``translog serve`` on 127.0.0.1:0 (through benchmarks/http_serve.py for options)."""
     ready = tmp / f"{name}.ready"
@@ -228,16 +239,18 @@ def start_translog(
         cmd += ["--", *serve]
     else:
         cmd = [*translog_exe(), *serve]
-    return Server(name, cmd, ready, tmp / f"{name}.log")
+    return Server(name, cmd, ready, tmp / f"{name}.log", cpus)
 
 
-def start_trivial(tmp: Path, name: str, *, uvloop: bool = False, procs: int = 1) -> Server:
+def start_trivial(
+    tmp: Path, name: str, *, uvloop: bool = False, procs: int = 1, cpus: str | None = None
+) -> Server:
     """The trivial aiohttp baseline server (``procs`` processes on one port)."""
     ready = tmp / f"{name}.ready"
     cmd = [sys.executable, "-m", "benchmarks.http_trivial", "--ready-file", str(ready)]
     cmd += ["--uvloop"] if uvloop else []
     cmd += ["--procs", str(procs)]
-    return Server(name, cmd, ready, tmp / f"{name}.log")
+    return Server(name, cmd, ready, tmp / f"{name}.log", cpus)
 
 
 # ------------------------------------------------------------------------ load generation
@@ -293,8 +306,16 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string of ASCII text is a valid Lua string literal
 
 
-def run_wrk(port: int, load: Load, connections: int, seconds: float, tmp: Path) -> dict[str, Any]:
-    """One closed-loop wrk run (one thread); normalised result."""
+def run_wrk(
+    port: int,
+    load: Load,
+    connections: int,
+    seconds: float,
+    tmp: Path,
+    cpus: str | None = None,
+) -> dict[str, Any]:
+    """One closed-loop wrk run (one thread, on ``cpus`` if given); normalised result with
+    the CPU seconds wrk itself used (``generator_cpu_s``)."""
     body_file = ""
     if load.body is not None:
         body_path = tmp / "wrk-body.bin"
@@ -313,9 +334,13 @@ def run_wrk(port: int, load: Load, connections: int, seconds: float, tmp: Path) 
             "seed": random.randrange(1 << 30),
         }
     )
-    cmd = [wrk_path() or "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    cmd = ["taskset", "-c", cpus] if cpus is not None else []
+    cmd += [wrk_path() or "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     cmd += ["--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     line = next((x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
@@ -326,6 +351,7 @@ def run_wrk(port: int, load: Load, connections: int, seconds: float, tmp: Path) 
     ok = r["requests"] - bad
     return {
         "generator": "wrk",
+        "generator_cpu_s": cpu_s,
         "mode": "closed",
         "duration": duration,
         "requests": r["requests"],
@@ -505,7 +531,7 @@ class Setup:
         )
 
 
-def _read_loads(data: DataDir, size: int, rng: random.Random) -> dict[str, Load]:
+def read_loads(data: DataDir, size: int, rng: random.Random) -> dict[str, Load]:
     """Random full level-0 tiles and proofs at ``size`` (leaf hashes read from the store)."""
     from translog.storage.lmdb import LMDBStorage
 
@@ -563,7 +589,7 @@ def setup(plan: Plan, settings: Settings) -> Iterator[Setup]:
                 {**auth, "Content-Type": "application/x-ndjson"},
                 batch_body(BATCH_ENTRIES),
             ),
-            **_read_loads(read, plan.read_size, rng),
+            **read_loads(read, plan.read_size, rng),
         }
         servers: dict[str, Server] = {}
         tokens = {"translog": write.token, "translog read": read.token}
@@ -822,7 +848,7 @@ def profile(settings: Settings) -> None:
         read = make_data_dir(tmp / "read")
         size = min(plan.read_size, 100_000)
         build(read.path / "lmdb", size)
-        reads = _read_loads(read, size, random.Random(7))
+        reads = read_loads(read, size, random.Random(7))
         runs = [
             ("single", write, Load("POST", ["/add"], {"Content-Type": "application/json"},
                                    event_payload(1)), SINGLE_CONNECTIONS),

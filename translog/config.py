@@ -79,6 +79,8 @@ class PublisherSection:
 
 MAX_WORKERS = 64
 """Most HTTP worker processes ``server.workers`` allows."""
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""The values of ``server.event_loop``."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ class ServerSection:
     Needs tls_key too."""
     tls_key: str = ""
     """PEM private key for tls_cert; the file must be mode 0600."""
+    event_loop: str = "uvloop"
+    """The event loop of ``translog serve`` (log process and workers): "uvloop" (libuv,
+    used when installed, else asyncio's with a warning) or "asyncio"."""
     workers: int = 2
     """HTTP worker processes. 0: one process serves HTTP and runs the log. N >= 1: N worker
     processes share the port (SO_REUSEPORT) and answer every request; one log process
@@ -272,6 +277,8 @@ class Config:
         if not 0 <= self.server.workers <= MAX_WORKERS:
             raise ConfigError(f"server.workers: must be between 0 and {MAX_WORKERS}")
         _validate_objstore(self.objstore)
+        if self.server.event_loop not in EVENT_LOOPS:
+            raise ConfigError('server.event_loop: must be "uvloop" or "asyncio"')
         if self.server.default_kind not in ("committed", "inline"):
             raise ConfigError('server.default_kind: must be "committed" or "inline"')
         if self.server.prefix and (

@@ -79,10 +79,15 @@ def _cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     from translog.http import objstore, shards
-    from translog.http.app import configure_logging, make_app, parse_listen, run_server, tls_context
+    from translog.http.app import (
+        configure_logging,
+        make_app,
+        parse_listen,
+        run_event_loop,
+        run_server,
+        tls_context,
+    )
     from translog.log.datadir import open_data_dir
     from translog.log.tokens import TokenStore
 
@@ -151,7 +156,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         serving = run_server(
             app, host, port, ready_file=ready_file, on_ready=ready, ssl_context=ssl_context
         )
-    asyncio.run(serving)
+    run_event_loop(serving, config.server.event_loop)
     return EXIT_OK
 
 

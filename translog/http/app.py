@@ -20,8 +20,9 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -137,6 +138,7 @@ def _add_syslog(app: web.Application, config: Config, data_dir: Path) -> None:
 # -- serving ---------------------------------------------------------------------------------
 
 _log = logging.getLogger("translog.serve")
+T = TypeVar("T")
 
 SHUTDOWN_TIMEOUT = 30.0
 """Seconds a graceful shutdown waits for requests in progress before closing them."""
@@ -149,6 +151,23 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ConfigError(f"listen address {text!r}: expected HOST:PORT with a port of 0-65535")
     return host, int(port_text)
+
+
+def run_event_loop(main: Coroutine[Any, Any, T], event_loop: str) -> T:
+    """Run ``main`` to completion on ``event_loop`` (``server.event_loop``).
+
+    "uvloop" runs it on uvloop's libuv loop when uvloop is installed (it is a dependency on
+    Linux), else on asyncio's loop with a warning; "asyncio" always on asyncio's.
+    """
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            _log.warning('server.event_loop = "uvloop", but uvloop is not installed: asyncio')
+        else:
+            result: T = uvloop.run(main)
+            return result
+    return asyncio.run(main)
 
 
 def configure_logging() -> None:

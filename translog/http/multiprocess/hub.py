@@ -249,6 +249,7 @@ class Workers:
                 "translog.http.multiprocess.worker",
                 str(child.fileno()),
                 str(w.number),
+                self.hello["event_loop"],
                 pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -366,6 +367,7 @@ async def run_multiprocess(
             "tls": [str(p) for p in tls] if tls else None,
             # Workers read full tiles and entry bundles from here themselves (read-only).
             "lmdb": _lmdb_path(app),
+            "event_loop": app[CONFIG].server.event_loop,
         }
         pool = Workers(app, hello, workers)
         await pool.start()

@@ -433,10 +433,11 @@ async def serve(fd: int) -> int:
 
 
 def main() -> None:
-    """Entry point: ``python -m translog.http.multiprocess.worker FD NUMBER``."""
+    """Entry point: ``python -m translog.http.multiprocess.worker FD NUMBER EVENT_LOOP``."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the log process decides when to stop
-    sys.exit(asyncio.run(serve(int(sys.argv[1]))))
+    event_loop = sys.argv[3] if len(sys.argv) > 3 else "asyncio"
+    sys.exit(app_module.run_event_loop(serve(int(sys.argv[1])), event_loop))
 
 
 if __name__ == "__main__":
