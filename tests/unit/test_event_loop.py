@@ -30,5 +30,5 @@ def test_asyncio_runs_on_asyncio_s_own_loop() -> None:
 
 def test_an_unknown_event_loop_is_a_config_error_naming_the_key() -> None:
     text = '[log]\norigin = "x.example/log"\n[server]\nevent_loop = "trio"\n'
-    with pytest.raises(ConfigError, match="server.event_loop"):
+    with pytest.raises(ConfigError, match=r"server\.event_loop"):
         parse_config(text, source="test")
