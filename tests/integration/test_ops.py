@@ -255,7 +255,7 @@ async def test_healthz_hides_sizes_of_a_private_tree(aiohttp_client: ClientFacto
 
 
 def test_health_problems_before_the_first_checkpoint() -> None:
-    fake = SimpleNamespace(fatal=None, published=None)
+    fake = SimpleNamespace(fatal=None, published=None, local_published=None)
     assert health_problems(fake, 1000, 5) == ["no checkpoint has been published yet"]  # type: ignore[arg-type]
 
 

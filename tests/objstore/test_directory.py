@@ -22,6 +22,7 @@ from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.http.objstore import ObjectStoreRole
 from translog.log.sequencer import Log
+from translog.log.tokens import TokenStore
 from translog.publish import layout
 from translog.publish.store import DirectoryStore, ObjectStore, StoredObject
 from translog.storage.memory import MemoryStorage
@@ -55,16 +56,25 @@ class FaultyStore:
         self.inner.delete(key)
 
 
-def _app(
-    signer: NoteSigner, public: ObjectStore, private: ObjectStore | None, **o: Any
+def store_app(
+    signer: NoteSigner,
+    public: ObjectStore,
+    private: ObjectStore | None,
+    tokens: TokenStore | None = None,
+    **o: Any,
 ) -> tuple[web.Application, ObjectStoreRole]:
+    """An app over a memory log publishing to ``public`` (publisher interval 50 ms)."""
     config = Config(
         log=LogSection(origin=signer.name),
         publisher=PublisherSection(interval_ms=50),
         objstore=ObjectStoreSection(url="file:///unused", **o),
     )
     app = make_app(
-        config, storage=MemoryStorage(), signer=signer, tree_head_signer=TreeHeadSigner.generate()
+        config,
+        storage=MemoryStorage(),
+        signer=signer,
+        tree_head_signer=TreeHeadSigner.generate(),
+        tokens=tokens,
     )
     role = ObjectStoreRole(config, public, private, None)
     role.attach(app)
@@ -78,7 +88,7 @@ async def test_directory_behind_nginx_serves_the_read_path(
     nginx_factory: Callable[[Path], Nginx],
 ) -> None:
     root = tmp_path / "www"
-    app, role = _app(signer, DirectoryStore(root), DirectoryStore(tmp_path / "private"))
+    app, role = store_app(signer, DirectoryStore(root), DirectoryStore(tmp_path / "private"))
     await aiohttp_client(app)
     log: Log = app[LOG]
     for n in range(3):
@@ -115,7 +125,7 @@ async def test_a_failing_store_never_blocks_sequencing_and_publication_catches_u
     signer: NoteSigner, aiohttp_client: Any, tmp_path: Path
 ) -> None:
     store = FaultyStore(DirectoryStore(tmp_path / "www"))
-    app, role = _app(signer, store, None, max_lag_ms=300)
+    app, role = store_app(signer, store, None, max_lag_ms=300)
     client = await aiohttp_client(app)
     log: Log = app[LOG]
     assert role.publisher is not None
@@ -157,7 +167,7 @@ async def test_an_unpublished_tile_left_by_another_writer_is_replaced(
     tile = root / "tile" / "0" / "000.p" / "3"
     tile.parent.mkdir(parents=True)
     tile.write_bytes(bytes(96))
-    app, role = _app(signer, DirectoryStore(root), None)
+    app, role = store_app(signer, DirectoryStore(root), None)
     client = await aiohttp_client(app)
     log: Log = app[LOG]
     await log.submit([b"a", b"b", b"c"])

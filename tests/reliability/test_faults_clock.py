@@ -8,7 +8,8 @@ so what it costs is shown, and what must hold whatever the clocks say is asserte
 * no two checkpoints for one size with different roots (bucket, ``/checkpoint``, receipts);
 * leaf timestamps never go backwards within the log, even after a writer whose clock was
   ahead hands over to one whose clock is right;
-* every ``wait=published`` receipt is in the final tree.
+* every acknowledged entry (``wait=durable`` and ``wait=published``) is in the final tree
+  at its index: with an object store a receipt carries a checkpoint the store accepted.
 
 Phase A: the leader's clock is ahead; it stops (SIGTERM, the lease is released) and the
 standby (right clock) can only take over once its clock passes the released record's expiry,
@@ -52,7 +53,6 @@ def timestamps(leaves: list[bytes]) -> list[int]:
 async def test_writer_clock_ahead_lease_and_timestamps(rgw: Any, tmp_path: Path) -> None:
     writers = make_writer_dirs(rgw, tmp_path, 2, ttl_ms=TTL_MS, renew_ms=1000)
     forks = Forks()
-    local = Forks()
     watcher = BucketWatcher(writers.log, writers.public_url, forks)
     ahead = {CLOCK_OFFSET_ENV: str(SKEW_MS)}
     w0 = writers.server(0, tmp_path, {CLOCK_OFFSET_ENV: str(HANDOVER_SKEW_MS)})
@@ -67,7 +67,7 @@ async def test_writer_clock_ahead_lease_and_timestamps(rgw: Any, tmp_path: Path)
     stop = asyncio.Event()
     w0.launch()
     await w0.wait_ready()
-    polls = asyncio.create_task(watch_checkpoints(servers, local, stop, writers.log.token))
+    polls = asyncio.create_task(watch_checkpoints(servers, forks, stop, writers.log.token))
     watcher.start()
     client.start()
     try:
@@ -97,6 +97,9 @@ async def test_writer_clock_ahead_lease_and_timestamps(rgw: Any, tmp_path: Path)
         early = w0.ready()
         figures["lag_s"].append({"standby_ahead_took_over_from_a_live_leader": early})
         await asyncio.sleep(2.0)
+        # A takeover after the 5 s above (at a late renewal's edge) deposes the live leader:
+        # before the fence its wait=durable receipts beyond the store were the "lost" ones.
+        figures["lag_s"].append({"standby_ahead_leader_at_end": w0.ready()})
     finally:
         await client.stop()
         stop.set()
@@ -107,23 +110,21 @@ async def test_writer_clock_ahead_lease_and_timestamps(rgw: Any, tmp_path: Path)
         else:
             s.kill_if_running()
     await watcher.stop()
-    published = [r for r in client.receipts if r.wait == "published"]
-    for r in published:
-        forks.see(r.size, r.root, f"published receipt of {r.key} from {r.server}")
+    for r in client.receipts:
+        forks.see(r.size, r.root, f"{r.wait} receipt of {r.key} from {r.server}")
     ts = timestamps(watcher.leaves)
     backwards = [i for i in range(1, len(ts)) if ts[i] < ts[i - 1]]
-    lost_published = watcher.lost(published)
+    lost = watcher.lost(client.receipts)
     writers.close()
     record_figures(
         f"writer clock ahead by {SKEW_MS} ms (hand-over to a clock behind; standby ahead)",
         {
             **figures,
             "acknowledged": len(client.receipts),
-            "lost": watcher.lost(client.receipts),
+            "lost": lost,
             "handover_skew_ms": HANDOVER_SKEW_MS,
-            "lost_published": lost_published,
             "forks": forks.forks(),
-            "local_checkpoint_forks": len(local.forks()),
+            "durable_acknowledged": sum(r.wait == "durable" for r in client.receipts),
             "timestamps_backwards": len(backwards),
             "statuses": client.statuses,
             "withheld": 0,
@@ -132,4 +133,4 @@ async def test_writer_clock_ahead_lease_and_timestamps(rgw: Any, tmp_path: Path)
     assert not watcher.problems, watcher.problems
     assert forks.forks() == []
     assert backwards == [], [(i, ts[i - 1], ts[i]) for i in backwards[:5]]
-    assert lost_published == []
+    assert lost == []

@@ -10,8 +10,11 @@ Order at startup (:func:`prepare`, before the log is opened for writing):
    from it, verifying everything (translog.publish.rebuild).
 
 Then :meth:`ObjectStoreRole.attach` hooks the app: the lease guards every durable write of the
-log; the publisher runs beside the sequencer; metrics and a /healthz check report the lag; at
-shutdown the log drains, the last checkpoint is uploaded, and the lease is released.
+log; the publisher runs beside the sequencer; the log is *fenced* (``Log.fenced``): every
+checkpoint it shows, in receipts, ``/checkpoint`` and ``get-sth``, is one the store accepted by
+its conditional PUT (docs/OBJSTORE.md, "What a writer shows"); metrics and a /healthz check
+report the lag; at shutdown the log drains, the last checkpoint is uploaded, and the lease is
+released.
 """
 
 from __future__ import annotations
@@ -97,8 +100,9 @@ class ObjectStoreRole:
             self.private,
             PublisherOptions(concurrency=o.concurrency, max_lag_ms=o.max_lag_ms),
             guard=None if self.lease is None else self.lease.check,
+            on_stored=log.stored,
         )
-        log.store_barrier = publisher.wait_stored
+        log.fenced = True
         self.publisher = publisher
         app.setdefault(HEALTH_CHECKS, []).append(self._health)
         metrics = app[METRICS]

@@ -173,7 +173,8 @@ def health_problems(log: Log, interval_ms: int, now_ms: int) -> list[str]:
     reasons: list[str] = []
     if log.fatal is not None:
         reasons.append("the sequencer stopped after a storage failure")
-    published = log.published
+    # The log's own publication (with an object store, the store's lag is its own check).
+    published = log.local_published
     limit = HEALTH_STALE_INTERVALS * interval_ms
     if published is None:
         reasons.append("no checkpoint has been published yet")

@@ -38,7 +38,7 @@ from translog.http.auth import require
 from translog.http.keys import CONFIG, LOG, SUBMISSIONS
 from translog.log import event_index as evindex
 from translog.log.self_audit import SelfAudit, take_spool
-from translog.log.sequencer import Log
+from translog.log.sequencer import Log, SignedCheckpoint
 from translog.log.tokens import TokenInfo
 from translog.storage.base import StoredEntry
 
@@ -102,7 +102,7 @@ async def get_search(request: web.Request) -> web.Response:
     order = values["order"] or "desc"
     token = token_for_tenant(request, tenant)
     the_log = request.app[LOG]
-    checkpoint = the_log.current
+    checkpoint = head(the_log)
     page = await asyncio.to_thread(
         evindex.search,
         the_log.storage,
@@ -140,7 +140,7 @@ async def get_event(request: web.Request) -> web.Response:
         raise MalformedError(f"entry index must be a non-negative integer, got {text[:32]!r}")
     index = int(text)
     the_log = request.app[LOG]
-    checkpoint = the_log.current
+    checkpoint = head(the_log)
     if index >= checkpoint.size:
         raise NotFoundError(f"entry {index} is not in the log (size {checkpoint.size})")
     entry = the_log.entries(index, index + 1)[0]
@@ -177,6 +177,15 @@ async def get_event(request: web.Request) -> web.Response:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def head(the_log: Log) -> SignedCheckpoint:
+    """The checkpoint search answers are proved against (``Log.head``); NotFoundError while
+    an object store has accepted none yet."""
+    checkpoint = the_log.head
+    if checkpoint is None:
+        raise NotFoundError("no checkpoint has been published yet")
+    return checkpoint
 
 
 def _b64(data: bytes) -> str:

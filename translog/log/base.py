@@ -242,6 +242,8 @@ class LogState:
     _frontier: Frontier
     _current: SignedCheckpoint
     _published: SignedCheckpoint | None
+    _shown: SignedCheckpoint | None
+    fenced: bool
     _recovered: list[PromisedEntry]
     _pool: collections.deque[Group]
     _pending: int

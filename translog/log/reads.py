@@ -119,8 +119,21 @@ class Reads(LogState):
 
     @property
     def published(self) -> SignedCheckpoint | None:
-        """The newest checkpoint published on the interval."""
+        """The newest checkpoint shown to clients: published on the interval; with an object
+        store (``fenced``), the newest one the store accepted from this process."""
+        return self._shown
+
+    @property
+    def local_published(self) -> SignedCheckpoint | None:
+        """The newest checkpoint published here (durable in storage), in the store or not:
+        what an object-store publisher uploads next. Never shown to clients when fenced."""
         return self._published
+
+    @property
+    def head(self) -> SignedCheckpoint | None:
+        """The newest checkpoint an answer may quote: the per-batch one, or when fenced the
+        store's (:attr:`published`)."""
+        return self._shown if self.fenced else self._current
 
     @property
     def fatal(self) -> BaseException | None:

@@ -35,7 +35,7 @@ import operator
 import os
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
 from translog.core.checkpoint import Checkpoint, sign_checkpoint
@@ -160,15 +160,18 @@ class Log(Recovery, GroupCommit, Reads):
         self.write_guard: Callable[[], None] | None = None
         """Called on the writer thread before every durable write; raising stops it (used by
         the single-writer lease, translog.publish.lease)."""
-        self.store_barrier: Callable[[int, float], Awaitable[bool]] | None = None
-        """With an object store: ``await store_barrier(size, timeout)`` is True once the store
-        holds a checkpoint of at least ``size``. ``wait=published`` receipts wait for it, so
-        they survive the loss of this machine (a standby catches up from the store)."""
+        self.fenced = False
+        """Set with an object store (translog.http.objstore): the log then shows only
+        checkpoints the store accepted (:meth:`stored`), never one merely signed here. The
+        store's compare-and-swap is the only fence against a paused leader that lost its
+        lease; every receipt, ``/checkpoint`` and ``get-sth`` waits for it."""
         self._fatal: BaseException | None = None
         self._published: SignedCheckpoint | None = None
+        self._shown: SignedCheckpoint | None = None
         self.on_publish: list[Callable[[SignedCheckpoint], None]] = []
-        """Called with every checkpoint as it is published, before anyone waiting for one is
-        told (the multi-process server sends it to the workers, translog.http.multiprocess)."""
+        """Called with every checkpoint as it is shown (published; with an object store,
+        accepted by the store), before anyone waiting for one is told (the multi-process
+        server sends it to the workers, translog.http.multiprocess)."""
         self._published_waiters: list[tuple[int, asyncio.Future[SignedCheckpoint]]] = []
         self._current = self._sign(self._frontier.size, self._frontier.root(), self._last_ts)
         self.stats = collections.Counter[str]()
@@ -425,17 +428,28 @@ class Log(Recovery, GroupCommit, Reads):
                 return None
         assert published is not None
         self._published = published
-        for hook in self.on_publish:
-            hook(published)
         self.stats["published"] += 1
+        if not self.fenced:
+            self._show(published)
+        return published
+
+    def stored(self, signed: SignedCheckpoint) -> None:
+        """The object store accepted ``signed`` (the publisher's conditional PUT succeeded):
+        with :attr:`fenced`, it is now the checkpoint this log shows."""
+        if self.fenced and (self._shown is None or signed.size >= self._shown.size):
+            self._show(signed)
+
+    def _show(self, signed: SignedCheckpoint) -> None:
+        self._shown = signed
+        for hook in self.on_publish:
+            hook(signed)
         waiters, self._published_waiters = self._published_waiters, []
         for min_size, fut in waiters:
-            if published.size >= min_size:
+            if signed.size >= min_size:
                 if not fut.done():
-                    fut.set_result(published)
+                    fut.set_result(signed)
             else:
                 self._published_waiters.append((min_size, fut))
-        return published
 
     def _publish(self) -> SignedCheckpoint:
         """Writer thread: the frontier here is exactly the durable tree."""
@@ -453,7 +467,11 @@ class Log(Recovery, GroupCommit, Reads):
         return SignedCheckpoint(cp, ts, note, sth)
 
     async def wait_published(self, min_size: int) -> SignedCheckpoint:
-        """Wait for the next published checkpoint whose size is at least ``min_size``."""
+        """Wait for the next published checkpoint whose size is at least ``min_size``
+        (with :attr:`fenced`: the store's, at once if it already is that large)."""
+        shown = self._shown
+        if self.fenced and shown is not None and shown.size >= min_size:
+            return shown
         fut: asyncio.Future[SignedCheckpoint] = asyncio.get_running_loop().create_future()
         self._published_waiters.append((min_size, fut))
         return await fut

@@ -11,7 +11,9 @@ semantics:
   the first entry, marked ``duplicate``, whether that entry is durable or still in flight.
 * **Durability**: ``wait=durable`` answers a receipt once the entries are durable in a signed
   tree; ``wait=published`` once the next published checkpoint covers them; ``wait=0`` a
-  signed promise per entry (:mod:`translog.log.promises`).
+  signed promise per entry (:mod:`translog.log.promises`). With an object store both receipts
+  carry the store's checkpoint covering the entries (``Log.fenced``; 503 if it does not come
+  in time): never one signed here only, which a paused leader could sign over a fork.
 * **Prepared runs** (:meth:`Submissions.add_prepared`): the multi-process fast path, leaves
   already built by an HTTP worker, answered with one range proof for the whole run.
 
@@ -424,9 +426,13 @@ class Submissions:
         return appended
 
     async def _receipt(self, appended: Sequence[Appended], wait: str, *, batch: bool) -> bytes:
-        """The receipt: proofs against the batch checkpoint, or the next published one."""
+        """The receipt: proofs against the batch checkpoint, or the next published one.
+
+        With an object store (``Log.fenced``) both waits answer against the store's
+        checkpoint covering the entries: a writer never shows one the store did not accept.
+        """
         signed = max((a.checkpoint for a in appended), key=lambda c: c.size)
-        if wait == "published":
+        if wait == "published" or self.log.fenced:
             signed = await self._next_published(max(a.index for a in appended) + 1)
         entries = [
             ReceiptEntry(a.index, a.leaf, a.leaf_hash, a.timestamp_ms, a.salt, a.duplicate)
@@ -436,25 +442,19 @@ class Submissions:
         return receipt_json(receipt)
 
     async def _next_published(self, min_size: int) -> SignedCheckpoint:
-        """The next published checkpoint of at least ``min_size``; 503 if none comes in time."""
+        """The next published checkpoint of at least ``min_size`` (with an object store, the
+        store's); 503 if none comes in time."""
         interval = self.config.publisher.interval_ms / 1000
         timeout = max(5.0, 10 * interval)
         try:
-            signed = await asyncio.wait_for(self.log.wait_published(min_size), timeout)
+            return await asyncio.wait_for(self.log.wait_published(min_size), timeout)
         except TimeoutError as e:
+            where = "accepted by the object store" if self.log.fenced else "published"
             raise PushbackError(
-                f"the entries are durable but no checkpoint was published within {timeout:g} s; "
-                "retry with the same idempotency keys, or use wait=durable",
+                f"the entries are durable but no checkpoint was {where} within {timeout:g} s; "
+                "retry with the same idempotency keys",
                 retry_after=interval,
             ) from e
-        barrier = self.log.store_barrier
-        if barrier is not None and not await barrier(signed.size, timeout):
-            raise PushbackError(
-                f"the entries are durable but not yet in the object store after {timeout:g} s; "
-                "retry with the same idempotency keys, or use wait=durable",
-                retry_after=interval,
-            )
-        return signed
 
     # -- promises -----------------------------------------------------------------------
 

@@ -96,6 +96,11 @@ class Mirror:
         """The newest verified checkpoint."""
         return self._published
 
+    @property
+    def local_published(self) -> SignedCheckpoint | None:
+        """What a publisher of the copy uploads: the newest verified checkpoint."""
+        return self._published
+
     def root_at(self, size: int) -> bytes:
         """Root of the verified copy at ``size``."""
         return tree_hash(size, self.storage)

@@ -85,7 +85,7 @@ class PublishSource(Protocol):
         ...
 
     @property
-    def published(self) -> SignedCheckpoint | None:
+    def local_published(self) -> SignedCheckpoint | None:
         """The newest checkpoint to publish (durable in storage), or None."""
         ...
 
@@ -107,12 +107,19 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.monotonic,
         guard: Callable[[], None] | None = None,
+        on_stored: Callable[[SignedCheckpoint], None] | None = None,
     ) -> None:
         """Nothing is read or written until :meth:`start`.
 
         ``guard`` (the writer lease's check) is called before every upload to the public
         store and raises while this instance may not write: a writer that lost its lease
         (paused, partitioned, taken over) uploads neither tiles nor a checkpoint.
+
+        ``on_stored`` (on the event loop) gets every checkpoint the store accepted from this
+        publisher, its conditional PUT succeeded: the fence of a writer that shows clients
+        only those (``Log.stored``). With it, the first round uploads the checkpoint even when
+        the store already holds one of that size, so a restarted writer shows nothing until
+        the store accepted a write of its own.
         """
         self.log = log_
         self.vkey = vkey
@@ -121,6 +128,7 @@ class Publisher:
         self.options = options or PublisherOptions()
         self._clock = clock
         self._guard = guard
+        self._on_stored = on_stored
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self.options.concurrency, thread_name_prefix="tl-publish"
         )
@@ -158,7 +166,7 @@ class Publisher:
                 await self._task
             self._task = None
         if final and self.halted is None:
-            target = self.log.published
+            target = self.log.local_published
             if target is not None and target.size > self.store_size:
                 loop = asyncio.get_running_loop()
                 try:
@@ -166,6 +174,7 @@ class Publisher:
                         loop.run_in_executor(self._round, self._publish_round, target),
                         self.options.final_timeout_s,
                     )
+                    self._stored(target)
                 except (TranslogError, TimeoutError) as e:
                     log.error("final publication to %s failed: %s", self.public.url, e)
         if final and self.halted is None and self._rewrites_pending():
@@ -257,14 +266,19 @@ class Publisher:
         backoff = 0.1
         while True:
             self._observe()
-            target = self.log.published
-            idle = target is None or (target.size <= self.store_size and self._has_checkpoint)
+            target = self.log.local_published
+            idle = target is None or (
+                target.size <= self.store_size
+                and self._has_checkpoint
+                and (self.rounds > 0 or self._on_stored is None)
+            )
             if idle and not self._rewrites_pending():
                 await asyncio.sleep(POLL_S)
                 continue
             try:
                 if target is not None and not idle:
                     await loop.run_in_executor(self._round, self._publish_round, target)
+                    self._stored(target)
                 await loop.run_in_executor(self._round, self.rewrite_erased)
                 backoff = 0.1
                 self.last_error = None
@@ -290,6 +304,10 @@ class Publisher:
                 return False
             await asyncio.sleep(POLL_S / 2)
         return True
+
+    def _stored(self, target: SignedCheckpoint) -> None:
+        if self._on_stored is not None:
+            self._on_stored(target)
 
     def publish_now(self, target: SignedCheckpoint) -> None:
         """Run one round synchronously (tests and tools), then any pending rewrites."""

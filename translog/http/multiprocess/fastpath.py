@@ -13,7 +13,9 @@ single-process server (:mod:`translog.http.submit`); they parse the request and 
   :mod:`translog.formats.receipt_json` and checked against the checkpoint's root first.
 * **Every other submission** goes to the log process as a ``submit`` message and is answered
   by its :class:`~translog.log.submission.Submissions`, as the single-process server answers
-  it: one submission API, whichever process received the request.
+  it: one submission API, whichever process received the request. With an object store
+  (``[objstore] url``) that is every submission: a receipt then carries the store's
+  checkpoint, which the log process waits for (``Log.fenced``), never the batch's.
 
 Errors come back as ``[kind, reason, retry_after]`` and are rebuilt by the error table
 (:func:`translog.http.errors.error_from`), so they get the statuses and headers they get in
@@ -238,10 +240,13 @@ class FastPath:
 
     def __init__(self, config: Config, hub: HubClient) -> None:
         self.config, self.hub = config, hub
+        self.fenced = bool(config.objstore.url)
+        """With an object store no request takes the fast path (its batch checkpoint is not
+        the store's)."""
 
     async def submit(self, request: SubmitRequest) -> Answer:
         """The fast path for a plain submission; the log process's answer for any other."""
-        if request.wait != "durable" or request.entries.keys is not None:
+        if request.wait != "durable" or request.entries.keys is not None or self.fenced:
             return Answer(*await self.hub.call("submit", request))
         if request.token.rate_per_s > 0:
             return Answer(*await self.hub.call("submit", request))
