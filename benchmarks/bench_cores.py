@@ -10,7 +10,8 @@
 Rows, each as a ratio against a baseline measured in the same run, on the same cores:
 
 1. single ``POST /add`` (200-byte event, 64 connections) to a durable receipt, against the
-   trivial aiohttp ``POST`` that reads the body (``benchmarks/http_trivial.py``);
+   trivial aiohttp ``POST`` that reads the body (``benchmarks/http_trivial.py``), on asyncio's
+   loop and on uvloop (translog serves on uvloop by default: ``server.event_loop``);
 2. ``POST /add-batch`` of 1,000 × 200 B (NDJSON, 4 connections), entries/s, against the
    hashing floor (a bare hashlib RFC 6962 tree build, ``bench_append.hashing_floor``),
    measured on one core;
@@ -94,12 +95,17 @@ def measure_way(way: str, reps: int, tmp: Path) -> dict[str, list[dict[str, Any]
         "proof by hash": (reads["proof by hash"], 64, "translog read"),
         "consistency": (_consistency(READ_SIZE, rng), 64, "translog read"),
         "trivial get": (reads["trivial get"], 64, "trivial"),
+        "trivial post uvloop": (single, 64, "trivial uvloop"),
+        "trivial get uvloop": (reads["trivial get"], 64, "trivial uvloop"),
     }
     servers = {
         "translog": start_translog(write, tmp, f"translog-{way[0]}", cpus=server_cpus),
         "translog read": start_translog(read, tmp, f"read-{way[0]}", cpus=server_cpus),
         # the stricter baseline on each: one process on one core, two on two
         "trivial": start_trivial(tmp, f"trivial-{way[0]}", procs=int(way[0]), cpus=server_cpus),
+        "trivial uvloop": start_trivial(
+            tmp, f"trivial-uv-{way[0]}", procs=int(way[0]), cpus=server_cpus, uvloop=True
+        ),
     }
     out: dict[str, list[dict[str, Any]]] = {case: [] for case in loads}
     try:
@@ -159,6 +165,8 @@ def summarise(way: str, http: dict[str, list[dict[str, Any]]], floor: float) -> 
         "p99_ms": {case: med(case, "p99_ms") for case in http},
         "wrk_cpu_s": {case: med(case, "generator_cpu_s") for case in http},
         "single vs trivial post": ratio("single", "trivial post"),
+        "single vs trivial post uvloop": ratio("single", "trivial post uvloop"),
+        "proof by index vs trivial get uvloop": ratio("proof by index", "trivial get uvloop"),
         "batch entries/s": batch_entries,
         "batch vs floor": batch_entries / floor,
         "proof by index vs trivial get": ratio("proof by index", "trivial get"),
@@ -200,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"single /add        {r['single']:>10,.0f} req/s  {s['single vs trivial post']:.2f}x")
         print(f"  trivial POST     {r['trivial post']:>10,.0f} req/s")
         print(
+            f"  trivial POST uv  {r['trivial post uvloop']:>10,.0f} req/s  "
+            f"(single {s['single vs trivial post uvloop']:.2f}x)"
+        )
+        print(
             f"batch              {s['batch entries/s']:>10,.0f} entries/s  "
             f"{s['batch vs floor']:.2f}x floor"
         )
@@ -207,6 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ratio = s[f"{case} vs trivial get"]
             print(f"{case:18} {r[case]:>10,.0f} req/s  {ratio:.2f}x")
         print(f"  trivial GET      {r['trivial get']:>10,.0f} req/s")
+        print(
+            f"  trivial GET uv   {r['trivial get uvloop']:>10,.0f} req/s  "
+            f"(proof by index {s['proof by index vs trivial get uvloop']:.2f}x)"
+        )
         print(
             f"append in-process  {s['append entries/s']:>10,.0f} entries/s  "
             f"{s['append vs floor']:.2f}x floor"
