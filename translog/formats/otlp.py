@@ -17,6 +17,7 @@ in ``partial_success``, the others are kept.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import math
@@ -223,7 +224,7 @@ class _Context:
         protobuf, in base64."""
         del self.slot[:]
         self.slot.append(record)
-        return base64.b64encode(self.request.SerializeToString()).decode()
+        return binascii.b2a_base64(self.request.SerializeToString(), newline=False).decode()
 
 
 def _one_record_request(rl: Any, sl: Any) -> Any:
@@ -341,16 +342,16 @@ def _attributes(pairs: Iterable[Any]) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in pairs}
 
 
+_PLAIN_KINDS = frozenset({"string_value", "int_value", "bool_value"})
+"""AnyValue kinds kept as they are."""
+
+
 def _value(value: Any) -> Any:
     """An AnyValue as plain JSON: scalars as they are, bytes as base64, non-finite doubles
     as strings, arrays and maps as lists and objects."""
     kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "bool_value":
-        return value.bool_value
+    if kind in _PLAIN_KINDS:
+        return getattr(value, kind)
     if kind == "double_value":
         d = value.double_value
         return d if math.isfinite(d) else str(d)
