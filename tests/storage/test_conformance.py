@@ -123,6 +123,8 @@ def test_dedupe_and_leaf_index(storage: Storage) -> None:
     storage.append(WriteBatch(b.start, b.entries, b.nodes, b.timestamp_ms, {b"k" * 16: 2}))
     assert storage.lookup_dedupe(b"k" * 16) == 2
     assert storage.lookup_dedupe(b"x" * 16) is None
+    assert storage.lookup_dedupe_many([b"x" * 16, b"k" * 16]) == [None, 2]
+    assert storage.lookup_dedupe_many([]) == []
     for i in range(4):
         assert storage.find_leaf_hash(model.read_hashes([(0, i)])[0]) == i
     assert storage.find_leaf_hash(b"\0" * 32) is None

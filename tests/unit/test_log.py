@@ -359,8 +359,8 @@ async def test_bundle_leaves_are_checked_on_every_record_layout(
 
 
 async def test_bulk_groups_answer_with_runs_equal_to_entry_by_entry(memory_log: Log) -> None:
-    # Groups of 16 or more without keys take the columnar path; smaller or keyed ones go
-    # entry by entry. Both must give the same Appended values for what was stored.
+    # Groups of 16 or more of one kind whose keys are all new take the columnar path; smaller
+    # ones go entry by entry. Both must give the same Appended values for what was stored.
     committed = [b"c%d" % i for i in range(40)]
     inline = [b"i%d" % i for i in range(20)]
     bulk, small, keyed, flat = await asyncio.gather(
@@ -370,7 +370,7 @@ async def test_bulk_groups_answer_with_runs_equal_to_entry_by_entry(memory_log: 
         memory_log.submit(inline, committed=False),
     )
     assert isinstance(bulk, AppendedRun) and isinstance(flat, AppendedRun)
-    assert isinstance(small, list) and isinstance(keyed, list)
+    assert isinstance(keyed, AppendedRun) and isinstance(small, list)
     for outcome, n in ((bulk, 40), (small, 2), (keyed, 20), (flat, 20)):
         items = list(outcome)
         assert len(outcome) == len(items) == n
@@ -392,6 +392,48 @@ async def test_bulk_groups_answer_with_runs_equal_to_entry_by_entry(memory_log: 
     for bad in (40, -41):
         with pytest.raises(IndexError):
             bulk[bad]
+
+
+@pytest.mark.parametrize("backend", ["memory", "lmdb"])
+async def test_keyed_bulk_groups_keep_idempotency(
+    backend: str, tmp_path: Path, signer: NoteSigner
+) -> None:
+    # A large keyed group whose keys are all new is appended whole (one read for its keys);
+    # a key stored before, earlier in the same batch, or repeated within the group sends the
+    # group entry by entry, where that key maps to the earlier entry.
+    storage = MemoryStorage() if backend == "memory" else LMDBStorage(tmp_path / "db")
+    log = make_log(storage, signer)
+    await log.start()
+    keys = [b"%016d" % i for i in range(20)]
+    payloads = [b"p%d" % i for i in range(20)]
+    fresh = await log.submit(payloads, keys=[*keys[:10], None, *keys[10:19], None][:20])
+    assert isinstance(fresh, AppendedRun) and [a.index for a in fresh] == list(range(20))
+    assert storage.lookup_dedupe(keys[3]) == 3 and storage.lookup_dedupe(keys[10]) == 11
+    assert storage.lookup_dedupe_many([keys[0], b"x" * 16, keys[12]]) == [0, None, 13]
+    # a retry of the same group: every keyed entry is the stored one, the unkeyed ones are new
+    again = await log.submit(payloads, keys=[*keys[:10], None, *keys[10:19], None][:20])
+    assert isinstance(again, list)
+    assert [a.index for a in again[:10]] == list(range(10)) and all(a.duplicate for a in again[:10])
+    assert again[10].index == 20 and not again[10].duplicate
+    assert [a.leaf for a in again[:10]] == [a.leaf for a in fresh[:10]]
+    # one new key and one stored: only the new entries are added
+    mixed = await log.submit(payloads, keys=[b"n" * 16, keys[5], *[None] * 18])
+    assert mixed[1].duplicate and mixed[1].index == 5 and not mixed[0].duplicate
+    assert all(a.duplicate for a in again[11:]) and log.size == 20 + 1 + 19
+    # repeated within the group, and shared by two groups of one batch
+    size = log.size
+    rep = [b"r" * 16, *[b"s%015d" % i for i in range(18)], b"r" * 16]
+    twice, first, second = await asyncio.gather(
+        log.submit(payloads, keys=rep),
+        log.submit(payloads, keys=[b"t%015d" % i for i in range(20)]),
+        log.submit(payloads, keys=[b"t%015d" % i for i in range(20)]),
+    )
+    assert twice[19].duplicate and twice[19].index == twice[0].index
+    assert isinstance(first, AppendedRun) and [a.index for a in second] == [a.index for a in first]
+    assert all(a.duplicate for a in second) and log.size == size + 19 + 20
+    stored = log.entries(first[0].index, first[0].index + 20)
+    assert [e.payload for e in stored] == payloads
+    await log.close()
 
 
 async def test_accepted_runs_and_lists_are_the_same_submission(memory_log: Log) -> None:

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from translog.formats.event_schema import SCHEMA, validate_event
 
 
@@ -73,6 +75,18 @@ def build_event(
 def encode_event(event: Mapping[str, Any]) -> bytes:
     """Canonical bytes of an event: sorted keys, no spaces, UTF-8."""
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_float_free_event(event: Mapping[str, Any]) -> bytes:
+    """:func:`encode_event`'s bytes for an event that holds no float, made by orjson (several
+    times faster; tests/property/test_event_encoding.py checks the two agree on every such
+    value). A float may be written differently (``0.00001``, not ``1e-05``), so the caller
+    must know there is none. What orjson refuses (an integer past 64 bits, a key that is not
+    a string, a lone surrogate) goes through :func:`encode_event`, which decides."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return encode_event(event)
 
 
 def event_from_record(

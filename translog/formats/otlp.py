@@ -17,6 +17,7 @@ in ``partial_success``, the others are kept.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import math
@@ -32,7 +33,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from translog.errors import EventError, MalformedError, TooLargeError, UnsupportedMediaTypeError
 from translog.formats.batch import Batch
-from translog.formats.event_builder import encode_event
+from translog.formats.event_builder import encode_event, encode_float_free_event
 from translog.formats.event_schema import MAX_DETAILS_DEPTH, MAX_EVENT_BYTES, SCHEMA
 
 PROTOBUF = "application/x-protobuf"
@@ -177,7 +178,8 @@ def map_request(
                 key = f"{prefix}{i}"
                 i += 1
                 try:
-                    payload = encode_event(record_event(record, context, key, received_ms))
+                    event, flat = _build(record, context, key, received_ms)
+                    payload = encode_float_free_event(event) if flat else encode_event(event)
                     if len(payload) > limit:
                         raise TooLargeError(
                             f"event of {len(payload)} bytes exceeds the {limit}-byte limit"
@@ -198,10 +200,14 @@ def body_digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+"""The Python types of the JSON values orjson writes as :func:`encode_event` does."""
+
+
 class _Context:
     """What every record of one ScopeLogs shares, and the one-record request they fill."""
 
-    __slots__ = ("checked", "request", "resource", "scope_name", "slot")
+    __slots__ = ("checked", "host_flat", "request", "resource", "scope_name", "slot")
 
     def __init__(self, resource: dict[str, Any], request: Any, scope_name: str) -> None:
         self.resource = resource
@@ -210,13 +216,15 @@ class _Context:
         self.scope_name = scope_name
         self.checked: set[tuple[str, str]] = set()
         """``(field, value)`` already found valid (service, tenant)."""
+        self.host_flat = type(resource.get("host.name")) in _SCALARS
+        """``host.name`` is absent or maps onto a scalar other than a float."""
 
     def original(self, record: Any) -> str:
         """The record with its resource and scope: a one-record ``ExportLogsServiceRequest``,
         protobuf, in base64."""
         del self.slot[:]
         self.slot.append(record)
-        return base64.b64encode(self.request.SerializeToString()).decode()
+        return binascii.b2a_base64(self.request.SerializeToString(), newline=False).decode()
 
 
 def _one_record_request(rl: Any, sl: Any) -> Any:
@@ -255,6 +263,15 @@ def record_event(record: Any, context: _Context, event_id: str, received_ms: int
     """The ``translog.event/v1`` of one LogRecord, valid by construction: the few fields a
     record chooses (service, tenant, actor) are checked as event_schema would, ``details``
     is kept within its nesting limit (EventError or MalformedError for a bad record)."""
+    return _build(record, context, event_id, received_ms)[0]
+
+
+def _build(
+    record: Any, context: _Context, event_id: str, received_ms: int
+) -> tuple[dict[str, Any], bool]:
+    """:func:`record_event`, and whether its event is flat: body, attributes and host all
+    scalars and none a float (no depth to limit, and :func:`encode_float_free_event` writes
+    the canonical bytes)."""
     trace_id = _id(record.trace_id, 16, "traceId")
     span_id = _id(record.span_id, 8, "spanId")
     attributes = _attributes(record.attributes)
@@ -269,17 +286,23 @@ def record_event(record: Any, context: _Context, event_id: str, received_ms: int
         actor = {"type": "service", "id": service}
     else:
         actor = {"type": "user", "id": _check(context, "actor.id", enduser, 256)}
+    body = _value(record.body) if record.HasField("body") else None
+    host = resource.get("host.name")
+    flat = context.host_flat and type(body) in _SCALARS
+    flat = flat and _SCALARS.issuperset(map(type, attributes.values()))
+    if not flat:
+        body, attributes = _limit_depth(body, 2), _limit_depth(attributes, 2)
+        host = _limit_depth(host, 2)
     details: dict[str, Any] = {
         "severity_number": record.severity_number,
         "severity_text": record.severity_text,
-        "body": _limit_depth(_value(record.body), 2) if record.HasField("body") else None,
-        "attributes": _limit_depth(attributes, 2),
+        "body": body,
+        "attributes": attributes,
         "scope": context.scope_name,
         "otlp": context.original(record),
     }
-    host = resource.get("host.name")
     if host is not None:
-        details["host"] = _limit_depth(host, 2)
+        details["host"] = host
     if span_id:
         details["span_id"] = span_id
     if record.event_name:
@@ -299,7 +322,7 @@ def record_event(record: Any, context: _Context, event_id: str, received_ms: int
     }
     if trace_id:
         event["trace_id"] = trace_id
-    return event
+    return event, flat
 
 
 def _severity(number: int) -> str:
@@ -319,16 +342,16 @@ def _attributes(pairs: Iterable[Any]) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in pairs}
 
 
+_PLAIN_KINDS = frozenset({"string_value", "int_value", "bool_value"})
+"""AnyValue kinds kept as they are."""
+
+
 def _value(value: Any) -> Any:
     """An AnyValue as plain JSON: scalars as they are, bytes as base64, non-finite doubles
     as strings, arrays and maps as lists and objects."""
     kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "bool_value":
-        return value.bool_value
+    if kind in _PLAIN_KINDS:
+        return getattr(value, kind)
     if kind == "double_value":
         d = value.double_value
         return d if math.isfinite(d) else str(d)

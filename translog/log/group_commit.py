@@ -39,7 +39,8 @@ _Row = tuple[AcceptedRun, list[tuple[int, int]]]
 """A group planned entry by entry: its entries and, for each, (index, position in the group), or
 (earlier index, -1) for a duplicate."""
 _BULK = 16
-"""Groups at least this large without idempotency keys take the bulk path of ``_integrate``."""
+"""Groups at least this large take the bulk path of ``_integrate`` (when all their entries are of
+one kind and none of their idempotency keys is known yet)."""
 
 
 @dataclass(slots=True)
@@ -146,10 +147,11 @@ class GroupCommit(LogState):
     def _integrate(self, groups: list[Group]) -> list[Sequence[Appended]]:
         """Writer thread: append the batch durably, then sign a checkpoint over it.
 
-        A group without idempotency keys whose entries are all of one kind takes the fast
-        path: its columns are appended whole, in order, and its outcome is an
-        :class:`AppendedRun`; no object is made per entry. Any other group goes entry by entry,
-        resolving keys against the batch and the stored index. The tree nodes of the whole
+        A group whose entries are all of one kind and whose idempotency keys (if any) are all
+        new (:meth:`_fresh_keys`) takes the fast path: its columns are appended whole, in
+        order, and its outcome is an :class:`AppendedRun`; no object is made per entry. Any
+        other group goes entry by entry, resolving keys against the batch and the stored
+        index. The tree nodes of the whole
         batch come from one ``Frontier.extend_levels`` over its leaf hashes.
         """
         frontier = self._frontier.copy()
@@ -163,10 +165,13 @@ class GroupCommit(LogState):
         for group in groups:
             promised_done += group.promise_seqs or ()
             accs = group.accepted
-            if group.keys is None and len(accs) >= _BULK:
+            if len(accs) >= _BULK:
                 kind = _kind(accs.salts)
-                if kind is not None:
-                    plan.append(_Run(start + len(hashes), accs))
+                first = start + len(hashes)
+                if kind is not None and (
+                    group.keys is None or self._fresh_keys(group.keys, dedupe, first)
+                ):
+                    plan.append(_Run(first, accs))
                     hashes += accs.hashes
                     entries.leaves += accs.leaves
                     entries.salts += accs.salts
@@ -202,6 +207,21 @@ class GroupCommit(LogState):
                     appended.append(Appended(index, leaf, h, stamp, salt, current))
             out.append(appended)
         return out
+
+    def _fresh_keys(self, keys: list[bytes | None], dedupe: dict[bytes, int], first: int) -> bool:
+        """True, recording each key's index from ``first`` in ``dedupe``, when no key of the
+        group is known: none repeats within it, none is earlier in the batch (``dedupe``),
+        none is stored (one read for them all). Else False and nothing is recorded: the group
+        goes entry by entry, where a known key maps to the earlier entry."""
+        present = [k for k in keys if k is not None]
+        if len(set(present)) != len(present) or not dedupe.keys().isdisjoint(present):
+            return False
+        if any(i is not None for i in self.storage.lookup_dedupe_many(present)):
+            return False
+        for j, key in enumerate(keys):
+            if key is not None:
+                dedupe[key] = first + j
+        return True
 
     def _plan_group(
         self,

@@ -48,7 +48,14 @@ from translog.formats.event_schema import validate_payloads
 from translog.formats.receipt import ReceiptEntry, build_receipt
 from translog.formats.receipt_json import receipt_json
 from translog.log.promises import Prior, Promises
-from translog.log.sequencer import Accepted, AcceptedRun, Appended, Log, SignedCheckpoint
+from translog.log.sequencer import (
+    Accepted,
+    AcceptedRun,
+    Appended,
+    AppendedRun,
+    Log,
+    SignedCheckpoint,
+)
 from translog.log.tokens import TokenInfo
 from translog.metrics import LATENCY_BUCKETS, Metrics
 
@@ -309,7 +316,8 @@ class Submissions:
         committed, digests = self._admit(request)
         appended = await self._durable(request.entries, committed, digests)
         metrics = self.metrics
-        metrics.inc("translog_duplicates_total", sum(a.duplicate for a in appended))
+        duplicates = 0 if isinstance(appended, AppendedRun) else sum(a.duplicate for a in appended)
+        metrics.inc("translog_duplicates_total", duplicates)
         metrics.inc("translog_source_entries_total", len(appended), source=request.source)
         return appended
 
@@ -355,15 +363,21 @@ class Submissions:
     def register(
         self, digests: Sequence[bytes | None], accepted: list[Accepted], fut: _Future
     ) -> None:
-        """Remember keyed entries until their future completes."""
+        """Remember keyed entries until their future completes (one callback for them all)."""
+        inflight = self.inflight
+        mine: list[bytes] = []
         for digest, acc in zip(digests, accepted, strict=True):
-            if digest is not None and digest not in self.inflight:
-                self.inflight[digest] = (acc, fut)
-                fut.add_done_callback(partial(self._release, digest))
+            if digest is not None and digest not in inflight:
+                inflight[digest] = (acc, fut)
+                mine.append(digest)
+        if mine:
+            fut.add_done_callback(partial(self._release, mine))
 
-    def _release(self, digest: bytes, fut: _Future) -> None:
-        if self.inflight.get(digest, (None, None))[1] is fut:
-            del self.inflight[digest]
+    def _release(self, digests: list[bytes], fut: _Future) -> None:
+        inflight = self.inflight
+        for digest in digests:
+            if inflight.get(digest, (None, None))[1] is fut:
+                del inflight[digest]
 
     def prior(self, digest: bytes) -> Prior | None:
         """The entry ``digest`` already names: durable first, then in flight (submitted

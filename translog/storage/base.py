@@ -209,6 +209,10 @@ class Storage(Protocol):
         """The index recorded for an idempotency-key digest, or None."""
         ...
 
+    def lookup_dedupe_many(self, keys: Sequence[bytes]) -> list[int | None]:
+        """:meth:`lookup_dedupe` of each key, in order (one read for them all)."""
+        ...
+
     def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
         """The smallest index whose leaf hash is ``leaf_hash``, or None."""
         ...

@@ -233,6 +233,12 @@ class LMDBReads(LMDBEnv):
             raw = txn.get(key, db=self._dedupe)
         return None if raw is None else int(unpack_u64(raw)[0])
 
+    def lookup_dedupe_many(self, keys: Sequence[bytes]) -> list[int | None]:
+        db = self._dedupe
+        with self._read() as txn:
+            raws = [txn.get(key, db=db) for key in keys]
+        return [None if raw is None else int(unpack_u64(raw)[0]) for raw in raws]
+
     @contextlib.contextmanager
     def index_reader(self) -> Iterator[_LMDBIndexReader]:
         with self._read() as txn, txn.cursor(db=self._index_db) as cur:

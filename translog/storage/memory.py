@@ -134,6 +134,9 @@ class MemoryStorage:
     def lookup_dedupe(self, key: bytes) -> int | None:
         return self._dedupe.get(key)
 
+    def lookup_dedupe_many(self, keys: Sequence[bytes]) -> list[int | None]:
+        return list(map(self._dedupe.get, keys))
+
     def find_leaf_hash(self, leaf_hash: bytes) -> int | None:
         return self._by_hash.get(leaf_hash)
 

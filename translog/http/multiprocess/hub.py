@@ -71,7 +71,7 @@ from translog.formats.batch import Batch
 from translog.http import app as app_module
 from translog.http.errors import error_fields
 from translog.http.keys import CONFIG, LOG, METRICS, SUBMISSIONS
-from translog.log.base import SignedCheckpoint
+from translog.log.base import AppendedRun, SignedCheckpoint
 from translog.log.submission import PreparedRun, SubmitRequest
 from translog.log.tokens import TokenInfo
 
@@ -154,7 +154,11 @@ class Hub:
                 reply = [msgid, "ok", answer.status, answer.body]
             else:
                 landed = await self.submissions.durable(request)
-                reply = [msgid, "ok", [a.index for a in landed], [a.duplicate for a in landed]]
+                if isinstance(landed, AppendedRun):  # appended whole: no duplicate in it
+                    first, n = landed.first, len(landed)
+                    reply = [msgid, "ok", list(range(first, first + n)), [False] * n]
+                else:
+                    reply = [msgid, "ok", [a.index for a in landed], [a.duplicate for a in landed]]
         except TranslogError as e:
             reply = [msgid, "err", *error_fields(e)]
         _send(writer, reply)
