@@ -186,6 +186,13 @@ class Server:
             time.sleep(0.05)
         self.port = int(ready.read_text().strip())
 
+    def pids(self) -> dict[str, int]:
+        """The server's processes by role: ``log`` (or the one process) and ``worker0``, ..."""
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return {"log": self.proc.pid, **{f"worker{i}": int(p) for i, p in enumerate(found)}}
+
     def tail(self) -> str:
         """The end of the server's log."""
         self._log_file.flush()

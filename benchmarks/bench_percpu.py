@@ -6,136 +6,95 @@ benchmarks/http_load.py pinned to CPU 1; the CPU time (``/proc/<pid>/stat``) the
 and the workers used per entry, three repetitions each, the median printed last as JSON.
 """
 
-import base64
+from __future__ import annotations
+
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from benchmarks.bench_http import (
+    BATCH_ENTRIES,
+    ROOT,
+    Load,
+    batch_body,
+    event_payload,
+    make_data_dir,
+    start_translog,
+)
+from benchmarks.common import scratch_dir
+
 TICK = os.sysconf("SC_CLK_TCK")
-root = Path(__file__).resolve().parent.parent
-tl = str(Path(sys.executable).parent / "translog")
+SECONDS = 8
 
 
-def cpu(pid):
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process so far."""
     f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / TICK
 
 
+def pinned_load(port: int, load: Load, connections: int, work: Path) -> dict[str, float]:
+    """A closed loop of benchmarks/http_load.py on CPU 1 (its own process)."""
+    assert load.body is not None
+    (work / "body").write_bytes(load.body)
+    spec = {
+        "port": port,
+        "method": load.method,
+        "paths": load.paths,
+        "headers": load.headers,
+        "mode": "closed",
+        "duration": SECONDS,
+        "connections": connections,
+        "seed": 1,
+        "body_file": str(work / "body"),
+    }
+    (work / "spec.json").write_text(json.dumps(spec))
+    cmd = ["taskset", "-c", "1", sys.executable, "-m", "benchmarks.http_load"]
+    done = subprocess.run(
+        [*cmd, str(work / "spec.json")], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     """Run the measurement and print its JSON."""
-    work = root / "benchmarks" / "out" / "tmp" / "percpu"
-    subprocess.run(["rm", "-rf", str(work)])
-    work.mkdir(parents=True)
     out = {}
-    for kind in ("single", "batch"):
-        vals = []
-        for rep in range(3):
-            data = work / f"{kind}{rep}"
-            subprocess.run(
-                [tl, "init", "--data", str(data), "--origin", "bench.example/p"],
-                check=True,
-                capture_output=True,
-            )
-            token = (
-                subprocess.run(
-                    [tl, "token", "create", "--data", str(data), "--name", "b"],
-                    check=True,
-                    capture_output=True,
-                    text=True,
+    with scratch_dir("percpu") as work:
+        for kind in ("single", "batch"):
+            vals = []
+            for rep in range(3):
+                data = make_data_dir(work / f"{kind}{rep}")
+                if kind == "single":
+                    ctype, connections, per = "application/json", 64, 1
+                    path, body = "/add", event_payload(1)
+                else:
+                    ctype, connections, per = "application/x-ndjson", 4, BATCH_ENTRIES
+                    path, body = "/add-batch", batch_body(BATCH_ENTRIES)
+                headers = {"Authorization": f"Bearer {data.token}", "Content-Type": ctype}
+                server = start_translog(data, work, f"{kind}{rep}")
+                try:
+                    pids = server.pids()
+                    before = {role: cpu_s(pid) for role, pid in pids.items()}
+                    res = pinned_load(
+                        server.port, Load("POST", [path], headers, body), connections, work
+                    )
+                    after = {role: cpu_s(pid) for role, pid in pids.items()}
+                finally:
+                    server.stop()
+                n = res["ok"] * per
+                log_us = (after["log"] - before["log"]) / n * 1e6
+                workers_us = sum(after[r] - before[r] for r in pids if r != "log") / n * 1e6
+                vals.append((res["rate"] * per, log_us, workers_us))
+                print(
+                    f"{kind} rep {rep}: {res['rate'] * per:,.0f} entries/s, "
+                    f"log process {log_us:.2f} us/entry, workers {workers_us:.2f} us/entry",
+                    flush=True,
                 )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            ready = data / "ready"
-            proc = subprocess.Popen(
-                [
-                    tl,
-                    "serve",
-                    "--data",
-                    str(data),
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--ready-file",
-                    str(ready),
-                ],
-                cwd=root,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            while not ready.exists():
-                time.sleep(0.1)
-            port = int(ready.read_text())
-            time.sleep(1)
-            kids = [
-                int(p)
-                for p in subprocess.run(
-                    ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
-                ).stdout.split()
-            ]
-            if kind == "single":
-                body = json.dumps({"msg": "x" * 180}).encode()
-                path = "/add"
-                conns = 64
-                ctype = "application/json"
-                per = 1
-            else:
-                body = b"\n".join(
-                    b'"' + base64.b64encode(os.urandom(150)) + b'"' for _ in range(1000)
-                )
-                path = "/add-batch"
-                conns = 4
-                ctype = "application/x-ndjson"
-                per = 1000
-            (work / "body").write_bytes(body)
-            spec = {
-                "port": port,
-                "method": "POST",
-                "paths": [path],
-                "headers": {"Authorization": f"Bearer {token}", "Content-Type": ctype},
-                "mode": "closed",
-                "duration": 8,
-                "connections": conns,
-                "seed": 1,
-                "body_file": str(work / "body"),
-            }
-            (work / "spec.json").write_text(json.dumps(spec))
-            c0 = {p: cpu(p) for p in [proc.pid, *kids]}
-            res = json.loads(
-                subprocess.run(
-                    [
-                        "taskset",
-                        "-c",
-                        "1",
-                        sys.executable,
-                        "-m",
-                        "benchmarks.http_load",
-                        str(work / "spec.json"),
-                    ],
-                    cwd=root,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            c1 = {p: cpu(p) for p in [proc.pid, *kids]}
-            proc.terminate()
-            proc.wait(60)
-            n = res["ok"] * per
-            log_us = (c1[proc.pid] - c0[proc.pid]) / n * 1e6
-            workers_us = sum(c1[k] - c0[k] for k in kids) / n * 1e6
-            vals.append((res["rate"] * per, log_us, workers_us))
-            print(
-                f"{kind} rep {rep}: {res['rate'] * per:,.0f} entries/s, "
-                f"log process {log_us:.2f} us/entry, workers {workers_us:.2f} us/entry",
-                flush=True,
-            )
-        vals.sort(key=lambda v: v[1])
-        out[kind] = vals[1]
+            vals.sort(key=lambda v: v[1])
+            out[kind] = vals[1]
     print(json.dumps(out))
 
 
