@@ -27,7 +27,7 @@ from translog.errors import ConfigError, PushbackError
 from translog.formats.syslog import frame
 from translog.http.app import SYSLOG
 from translog.http.keys import LOG, METRICS, SUBMISSIONS
-from translog.log.submission import SubmitRequest
+from translog.log.requests import SubmitRequest
 
 
 @pytest.fixture(scope="module")

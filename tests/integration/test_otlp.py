@@ -262,6 +262,24 @@ async def test_retried_request_is_not_duplicated(make_env: Callable[..., Awaitab
     assert "translog_duplicates_total 10" in env.app[METRICS].render()
 
 
+async def test_concurrent_retries_make_one_set_of_entries(
+    make_env: Callable[..., Awaitable[Env]],
+) -> None:
+    """The same body three times at once (an exporter whose first try timed out) and once
+    more after: the request's one key is in flight, then stored; the records are in the tree
+    once, in order, and the other three answers count as duplicates."""
+    env = await make_env()
+    body = request_body(6)
+    answers = await asyncio.gather(*(env.post(body) for _ in range(3)))
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    status, _, _ = await env.post(body)
+    assert status == 200
+    events = env.events()
+    assert len(events) == 6
+    assert [e["id"].rsplit("-", 1)[1] for e in events] == [str(i) for i in range(6)]
+    assert "translog_duplicates_total 18" in env.app[METRICS].render()
+
+
 def request_body(n: int, *, trace: bytes | None = None) -> bytes:
     """A protobuf ExportLogsServiceRequest of ``n`` records, encoded by the SDK's encoder."""
     message = encode_logs(captured(n))

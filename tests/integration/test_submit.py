@@ -43,8 +43,9 @@ from translog.errors import StorageError, StorageFullError
 from translog.formats.receipt import parse_receipt, verify_promise, verify_receipt
 from translog.http.app import make_app
 from translog.http.keys import LOG, METRICS, SUBMISSIONS
+from translog.log.requests import scope_key
 from translog.log.sequencer import Log, now_ms
-from translog.log.submission import ProofNodes, scope_key
+from translog.log.submission import ProofNodes
 from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
 from translog.storage.base import NewEntry, PromisedEntry, WriteBatch

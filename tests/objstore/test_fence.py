@@ -20,8 +20,8 @@ from translog.formats.receipt import verify_receipt
 from translog.http.app import make_app
 from translog.http.keys import LOG
 from translog.http.multiprocess.fastpath import FastPath
+from translog.log.requests import SubmitRequest
 from translog.log.sequencer import Log
-from translog.log.submission import SubmitRequest
 from translog.log.tokens import TokenInfo, TokenStore
 from translog.publish import layout
 from translog.publish.store import DirectoryStore

@@ -66,8 +66,12 @@ ATTRIBUTES = st.lists(
     ),
     max_size=4,
 )
-RECORD = st.builds(
-    lambda t, o, sev, text, body, attrs, trace, span, name: logs_pb2.LogRecord(
+
+
+def _log_record(
+    t: int, o: int, sev: int, text: str, body: Any, attrs: Any, trace: bytes, span: bytes, name: str
+) -> Any:
+    return logs_pb2.LogRecord(
         time_unix_nano=t,
         observed_time_unix_nano=o,
         severity_number=sev,
@@ -77,7 +81,11 @@ RECORD = st.builds(
         trace_id=trace,
         span_id=span,
         event_name=name,
-    ),
+    )
+
+
+RECORD = st.builds(
+    _log_record,
     st.integers(0, (1 << 64) - 1),
     st.integers(0, (1 << 64) - 1),
     st.integers(0, 30),
@@ -111,10 +119,15 @@ def _check_mapping(message: Any) -> None:
     )
     assert mapped.rejected + len(mapped.batch) == otlp.count_records(message)
     assert len(mapped.errors) == min(mapped.rejected, otlp.MAX_MESSAGES)
-    assert len(set(mapped.batch.keys or [])) == len(mapped.batch)
+    # one key for the request, none per entry; every event id is the key and a record number
+    assert mapped.batch.keys is None
+    assert mapped.request_key == "otlp-" + "01" * 16
+    ids = []
     for payload in mapped.batch.payloads:
         assert len(payload) <= MAX_EVENT_BYTES
         event = parse_event(payload)  # raises if the mapping made an invalid event
+        ids.append(event["id"])
+        assert event["id"].startswith(mapped.request_key + "-")
         # the original record survives, exactly, in details.otlp
         original = logs_service_pb2.ExportLogsServiceRequest.FromString(
             base64.b64decode(event["details"]["otlp"])
@@ -124,6 +137,71 @@ def _check_mapping(message: Any) -> None:
         assert kept in [
             rec for rl in message.resource_logs for sl in rl.scope_logs for rec in sl.log_records
         ]
+    assert len(set(ids)) == len(ids)
+    # the bytes written piece by piece are the reference encoder's, record for record
+    reference = otlp.map_request(
+        message,
+        b"\x01" * 32,
+        received_ms=1_790_000_000_000,
+        max_payload_bytes=1 << 20,
+        reference=True,
+    )
+    assert reference.batch.payloads == mapped.batch.payloads
+    assert reference.errors == mapped.errors
+
+
+_FLAT_SCALAR = st.one_of(
+    st.builds(lambda s: common_pb2.AnyValue(string_value=s), st.text(max_size=60)),
+    st.builds(lambda i: common_pb2.AnyValue(int_value=i), st.integers(-(1 << 63), (1 << 63) - 1)),
+    st.builds(lambda b: common_pb2.AnyValue(bool_value=b), st.booleans()),
+    st.just(common_pb2.AnyValue()),
+)
+FLAT_RECORD = st.builds(
+    _log_record,
+    st.integers(0, (1 << 64) - 1),
+    st.just(0),
+    st.integers(-(1 << 31), (1 << 31) - 1),
+    st.text(max_size=12),
+    _FLAT_SCALAR,
+    st.lists(
+        st.builds(
+            lambda k, v: common_pb2.KeyValue(key=k, value=v),
+            st.one_of(st.text(max_size=12), st.sampled_from(["enduser.id", "translog.tenant"])),
+            _FLAT_SCALAR,
+        ),
+        max_size=5,
+    ),
+    st.one_of(st.just(b""), st.binary(min_size=16, max_size=16)),
+    st.one_of(st.just(b""), st.binary(min_size=8, max_size=8)),
+    st.text(max_size=8),
+)
+FLAT_REQUEST = st.builds(
+    lambda service, host, scope, records: logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                resource={
+                    "attributes": [
+                        common_pb2.KeyValue(key="service.name", value=service),
+                        common_pb2.KeyValue(key="host.name", value=host),
+                    ]
+                },
+                scope_logs=[logs_pb2.ScopeLogs(scope={"name": scope}, log_records=records)],
+            )
+        ]
+    ),
+    _FLAT_SCALAR,
+    _FLAT_SCALAR,
+    st.text(max_size=12),
+    st.lists(FLAT_RECORD, min_size=1, max_size=6),
+)
+
+
+@given(FLAT_REQUEST)
+def test_flat_records_are_written_as_the_reference_encoder_writes_them(message: Any) -> None:
+    """Records whose body, attributes and host are scalars (the common case) take the
+    piece-by-piece encoder: byte for byte the reference (event dict + encode_event), with
+    non-ASCII and control characters, 64-bit integers, every severity number and no host."""
+    _check_mapping(message)
 
 
 @given(REQUEST)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from tests.system.test_serve import Server
+from tests.system.test_serve import ORIGIN, Log, Server, cli
 from tests.system.test_workers import auth, by_label, proxied, served
 
 pytestmark = pytest.mark.system
@@ -95,3 +96,71 @@ async def test_ingest_is_mapped_in_the_workers_and_durable_in_the_log_process(
     after = await proxied(session, server)
     for route in ("/ingest/k8s-audit", "/ingest/json-lines", "/v1/logs"):
         assert after.get(route, 0) == before.get(route, 0), route  # never reached the log process
+
+
+async def test_otlp_request_key_in_the_workers(tmp_path: Path) -> None:
+    """OTLP in a worker: the leaves are built there (a ``prepared`` message) and the request's
+    one key is checked in the log process. The same body posted four times, three of them at
+    once, makes its entries once, in order and contiguous; another body makes its own; a
+    rate-limited token goes the ``durable`` way and the result is the same; fsck passes."""
+    data = tmp_path / "data"
+    vkey = cli("init", "--data", str(data), "--origin", ORIGIN).stdout.strip().splitlines()[-1]
+    create = ["token", "create", "--data", str(data), "--scope", "submit", "--scope", "read"]
+    token = cli(*create, "--name", "otlp").stdout.strip()
+    limited = cli(*create, "--name", "limited", "--rate", "100000").stdout.strip()
+    server = Server(Log(data, vkey, token), tmp_path, "otlp", workers=2)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            size0 = await _published_size(session, server, 0)
+            a, b, c = otlp_request(9), otlp_request(4), otlp_request(5)  # c: rate-limited
+
+            async def post(body: bytes, bearer: str) -> None:
+                headers = {"Authorization": f"Bearer {bearer}"}
+                headers["Content-Type"] = "application/x-protobuf"
+                async with session.post(f"{server.url}/v1/logs", data=body, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                    answer = ExportLogsServiceResponse.FromString(await r.read())
+                    assert answer.partial_success.rejected_log_records == 0
+
+            await asyncio.gather(post(a, token), post(a, token), post(a, token), post(b, token))
+            await post(a, token)
+            await post(c, limited)
+            await post(c, limited)
+            size = await _published_size(session, server, size0 + 9 + 4 + 5)
+            assert size == size0 + 9 + 4 + 5, "a retried OTLP request made entries again"
+            ids = []
+            headers = {"Authorization": f"Bearer {token}"}
+            for i in range(size0, size):
+                async with session.get(f"{server.url}/entries/{i}/payload", headers=headers) as r:
+                    assert r.status == 200, await r.text()
+                    ids.append(json.loads(await r.read())["id"])
+            runs: dict[str, list[int]] = {}
+            for event_id in ids:
+                key, n = event_id.rsplit("-", 1)
+                runs.setdefault(key, []).append(int(n))
+            assert sorted(map(len, runs.values())) == [4, 5, 9]
+            assert all(n == list(range(len(n))) for n in runs.values()), runs  # in order
+            assert len(ids) == sum(len(r) for r in runs.values())  # each run contiguous
+            keys = [event_id.rsplit("-", 1)[0] for event_id in ids]
+            assert keys == sorted(keys, key=keys.index)
+            dups = await by_label(session, server, "translog_source_entries_total", "source")
+            assert dups.get("otlp") == 4 * 9 + 4 + 2 * 5  # acknowledged, duplicates included
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        server.kill_if_running()
+    fsck = cli("fsck", "--data", str(data), "-q", check=False)
+    assert fsck.returncode == 0, fsck.stderr
+
+
+async def _published_size(session: aiohttp.ClientSession, server: Server, at_least: int) -> int:
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        async with session.get(f"{server.url}/checkpoint") as r:
+            size = int((await r.text()).splitlines()[1])
+        if size >= at_least:
+            await asyncio.sleep(0.3)  # and nothing more comes
+            async with session.get(f"{server.url}/checkpoint") as r:
+                return int((await r.text()).splitlines()[1])
+        assert asyncio.get_running_loop().time() < deadline, size
+        await asyncio.sleep(0.1)

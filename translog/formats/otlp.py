@@ -24,8 +24,9 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
@@ -33,7 +34,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from translog.errors import EventError, MalformedError, TooLargeError, UnsupportedMediaTypeError
 from translog.formats.batch import Batch
-from translog.formats.event_builder import encode_event, encode_float_free_event
+from translog.formats.event_builder import encode_event
 from translog.formats.event_schema import MAX_DETAILS_DEPTH, MAX_EVENT_BYTES, SCHEMA
 
 PROTOBUF = "application/x-protobuf"
@@ -72,7 +73,9 @@ class MappedLogs:
     """The events of one request: the valid records as a batch, and what was rejected."""
 
     batch: Batch
-    """Payloads (canonical event JSON), idempotency keys and labels of the valid records."""
+    """Payloads (canonical event JSON) and labels of the valid records (no per-entry keys)."""
+    request_key: str
+    """The request's one idempotency key: ``otlp-<hex of body_digest[:16]>``."""
     rejected: int
     """Records that could not become events."""
     errors: list[str]
@@ -152,19 +155,29 @@ def count_records(message: Any) -> int:
 
 
 def map_request(
-    message: Any, body_digest: bytes, *, received_ms: int, max_payload_bytes: int
+    message: Any,
+    body_digest: bytes,
+    *,
+    received_ms: int,
+    max_payload_bytes: int,
+    reference: bool = False,
 ) -> MappedLogs:
     """Map every LogRecord of ``message`` onto an event (rejecting those that cannot be).
 
-    Record ``i`` (counted across the whole request) gets the id and idempotency key
-    ``otlp-<hex of body_digest[:16]>-<i>``, so a retried request (the same body) makes no
-    second entry while two requests never share a key. ``received_ms`` is the event time of
-    a record that has neither ``time_unix_nano`` nor ``observed_time_unix_nano``.
+    The request's idempotency key is ``otlp-<hex of body_digest[:16]>``
+    (:attr:`MappedLogs.request_key`), and record ``i`` (counted across the whole request)
+    gets the event id ``<that key>-<i>``: a retried request (the same body) makes no second
+    entry, while two requests never share a key. ``received_ms`` is the event time of a
+    record that has neither ``time_unix_nano`` nor ``observed_time_unix_nano``.
+
+    A flat record's canonical bytes are written piece by piece (:func:`_flat_payload`);
+    ``reference=True`` builds every event as a dict and encodes it with
+    :func:`encode_event` instead, which the tests hold the fast bytes to.
     """
     limit = min(max_payload_bytes, MAX_EVENT_BYTES)
-    prefix = f"otlp-{body_digest[:16].hex()}-"
+    request_key = f"otlp-{body_digest[:16].hex()}"
+    prefix = f"{request_key}-"
     payloads: list[bytes] = []
-    keys: list[str | None] = []
     labels: list[str] = []
     errors: list[str] = []
     rejected = 0
@@ -174,12 +187,10 @@ def map_request(
         for s, sl in enumerate(rl.scope_logs):
             context = _Context(resource, _one_record_request(rl, sl), sl.scope.name)
             for n, record in enumerate(sl.log_records):
-                label = f"resourceLogs[{r}].scopeLogs[{s}].logRecords[{n}]"
                 key = f"{prefix}{i}"
                 i += 1
                 try:
-                    event, flat = _build(record, context, key, received_ms)
-                    payload = encode_float_free_event(event) if flat else encode_event(event)
+                    payload = _payload(record, context, key, received_ms, reference)
                     if len(payload) > limit:
                         raise TooLargeError(
                             f"event of {len(payload)} bytes exceeds the {limit}-byte limit"
@@ -187,12 +198,11 @@ def map_request(
                 except (EventError, MalformedError, TooLargeError) as e:
                     rejected += 1
                     if len(errors) < MAX_MESSAGES:
-                        errors.append(f"{label}: {e}")
+                        errors.append(f"resourceLogs[{r}].scopeLogs[{s}].logRecords[{n}]: {e}")
                     continue
                 payloads.append(payload)
-                keys.append(key)
-                labels.append(label)
-    return MappedLogs(Batch(payloads, keys, labels), rejected, errors)
+                labels.append(f"resourceLogs[{r}].scopeLogs[{s}].logRecords[{n}]")
+    return MappedLogs(Batch(payloads, None, labels), request_key, rejected, errors)
 
 
 def body_digest(body: bytes) -> bytes:
@@ -207,24 +217,42 @@ _SCALARS = frozenset({str, int, bool, type(None)})
 class _Context:
     """What every record of one ScopeLogs shares, and the one-record request they fill."""
 
-    __slots__ = ("checked", "host_flat", "request", "resource", "scope_name", "slot")
+    __slots__ = (
+        "checked",
+        "host",
+        "json_host",
+        "json_scope",
+        "request",
+        "resource",
+        "scope_name",
+        "slot",
+    )
 
     def __init__(self, resource: dict[str, Any], request: Any, scope_name: str) -> None:
         self.resource = resource
         self.request = request
-        self.slot = request.resource_logs[0].scope_logs[0].log_records
-        self.scope_name = scope_name
+        self.slot = request.resource_logs[0].scope_logs[0].log_records.add()
+        """The one record of :attr:`request`, overwritten by each record in turn."""
         self.checked: set[tuple[str, str]] = set()
         """``(field, value)`` already found valid (service, tenant)."""
-        self.host_flat = type(resource.get("host.name")) in _SCALARS
-        """``host.name`` is absent or maps onto a scalar other than a float."""
+        self.host = resource.get("host.name")
+        self.json_host: bytes | None = None
+        """``host.name`` as canonical JSON when it is a scalar other than a float (None when
+        it is absent, or not flat: then no record of this scope takes :func:`_flat_payload`)."""
+        if self.host is not None and type(self.host) in _SCALARS:
+            self.json_host = orjson.dumps(self.host)
+        self.scope_name = scope_name
+        self.json_scope = orjson.dumps(scope_name)
 
-    def original(self, record: Any) -> str:
+    def host_flat(self) -> bool:
+        """Whether ``host.name`` is absent or a scalar other than a float."""
+        return self.host is None or self.json_host is not None
+
+    def original(self, record: Any) -> bytes:
         """The record with its resource and scope: a one-record ``ExportLogsServiceRequest``,
         protobuf, in base64."""
-        del self.slot[:]
-        self.slot.append(record)
-        return binascii.b2a_base64(self.request.SerializeToString(), newline=False).decode()
+        self.slot.CopyFrom(record)
+        return binascii.b2a_base64(self.request.SerializeToString(), newline=False)
 
 
 def _one_record_request(rl: Any, sl: Any) -> Any:
@@ -259,19 +287,23 @@ def _check(context: _Context, name: str, value: object, max_len: int) -> str:
     return value
 
 
-def record_event(record: Any, context: _Context, event_id: str, received_ms: int) -> dict[str, Any]:
-    """The ``translog.event/v1`` of one LogRecord, valid by construction: the few fields a
-    record chooses (service, tenant, actor) are checked as event_schema would, ``details``
-    is kept within its nesting limit (EventError or MalformedError for a bad record)."""
-    return _build(record, context, event_id, received_ms)[0]
+class _Common(NamedTuple):
+    """The checked fields of one record that both encodings start from."""
+
+    trace_id: str
+    span_id: str
+    attributes: dict[str, Any]
+    service: str
+    tenant: str
+    actor_type: str
+    actor_id: str
+    body: Any
+    time_ms: int
 
 
-def _build(
-    record: Any, context: _Context, event_id: str, received_ms: int
-) -> tuple[dict[str, Any], bool]:
-    """:func:`record_event`, and whether its event is flat: body, attributes and host all
-    scalars and none a float (no depth to limit, and :func:`encode_float_free_event` writes
-    the canonical bytes)."""
+def _common(record: Any, context: _Context, received_ms: int) -> _Common:
+    """The fields a record chooses (ids, service, tenant, actor), checked as event_schema
+    would check them (EventError or MalformedError for a bad record)."""
     trace_id = _id(record.trace_id, 16, "traceId")
     span_id = _id(record.span_id, 8, "spanId")
     attributes = _attributes(record.attributes)
@@ -283,46 +315,135 @@ def _build(
     nanos = record.time_unix_nano or record.observed_time_unix_nano
     enduser = attributes.get("enduser.id")
     if enduser is None:
-        actor = {"type": "service", "id": service}
+        actor_type, actor_id = "service", service
     else:
-        actor = {"type": "user", "id": _check(context, "actor.id", enduser, 256)}
+        actor_type, actor_id = "user", _check(context, "actor.id", enduser, 256)
     body = _value(record.body) if record.HasField("body") else None
-    host = resource.get("host.name")
-    flat = context.host_flat and type(body) in _SCALARS
-    flat = flat and _SCALARS.issuperset(map(type, attributes.values()))
-    if not flat:
-        body, attributes = _limit_depth(body, 2), _limit_depth(attributes, 2)
-        host = _limit_depth(host, 2)
+    time_ms = nanos // 1_000_000 if nanos else received_ms
+    return _Common(
+        trace_id, span_id, attributes, service, tenant, actor_type, actor_id, body, time_ms
+    )
+
+
+def _payload(
+    record: Any, context: _Context, event_id: str, received_ms: int, reference: bool
+) -> bytes:
+    """The canonical event bytes of one record: :func:`_flat_payload` when the record is
+    flat (body, attributes and host all scalars, none a float), else :func:`encode_event`
+    of :func:`record_event`'s dict."""
+    c = _common(record, context, received_ms)
+    if (
+        not reference
+        and context.host_flat()
+        and type(c.body) in _SCALARS
+        and _SCALARS.issuperset(map(type, c.attributes.values()))
+    ):
+        try:
+            return _flat_payload(record, context, event_id, c)
+        except orjson.JSONEncodeError:
+            pass  # what orjson refuses, encode_event decides
+    return encode_event(_event(record, context, event_id, c))
+
+
+def record_event(record: Any, context: _Context, event_id: str, received_ms: int) -> dict[str, Any]:
+    """The ``translog.event/v1`` of one LogRecord, valid by construction: the few fields a
+    record chooses (service, tenant, actor) are checked as event_schema would, ``details``
+    is kept within its nesting limit (EventError or MalformedError for a bad record)."""
+    return _event(record, context, event_id, _common(record, context, received_ms))
+
+
+def _event(record: Any, context: _Context, event_id: str, c: _Common) -> dict[str, Any]:
+    body = _limit_depth(c.body, 2)
+    attributes = _limit_depth(c.attributes, 2)
+    host = _limit_depth(context.host, 2)
     details: dict[str, Any] = {
         "severity_number": record.severity_number,
         "severity_text": record.severity_text,
         "body": body,
         "attributes": attributes,
         "scope": context.scope_name,
-        "otlp": context.original(record),
+        "otlp": context.original(record).decode(),
     }
     if host is not None:
         details["host"] = host
-    if span_id:
-        details["span_id"] = span_id
+    if c.span_id:
+        details["span_id"] = c.span_id
     if record.event_name:
         details["event_name"] = record.event_name
     event: dict[str, Any] = {
         "schema": SCHEMA,
         "id": event_id,
-        "time": nanos // 1_000_000 if nanos else received_ms,
-        "actor": actor,
+        "time": c.time_ms,
+        "actor": {"type": c.actor_type, "id": c.actor_id},
         "action": f"log.{_severity(record.severity_number)}",
         "category": "system",
         "targets": [],
         "outcome": {"result": "unknown"},
-        "tenant": tenant,
-        "service": service,
+        "tenant": c.tenant,
+        "service": c.service,
         "details": details,
     }
-    if trace_id:
-        event["trace_id"] = trace_id
-    return event, flat
+    if c.trace_id:
+        event["trace_id"] = c.trace_id
+    return event
+
+
+_DUMPS = orjson.dumps
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def _flat_payload(record: Any, context: _Context, event_id: str, c: _Common) -> bytes:
+    """:func:`encode_event` of :func:`record_event`'s dict for a flat record, written piece
+    by piece in the canonical key order (orjson writes each string, integer and flat object
+    as ``json.dumps`` does for them; tests/property/test_event_encoding.py and the OTLP fuzz
+    test check the bytes against :func:`encode_event`)."""
+    parts = [
+        b'{"action":"log.',
+        _severity(record.severity_number).encode(),
+        b'","actor":{"id":',
+        _DUMPS(c.actor_id),
+        b',"type":"',
+        c.actor_type.encode(),
+        b'"},"category":"system","details":{"attributes":',
+        _DUMPS(c.attributes, option=_SORTED),
+        b',"body":',
+        _DUMPS(c.body),
+    ]
+    if record.event_name:
+        parts += (b',"event_name":', _DUMPS(record.event_name))
+    if context.json_host is not None:
+        parts += (b',"host":', context.json_host)
+    parts += (
+        b',"otlp":"',
+        context.original(record),
+        b'","scope":',
+        context.json_scope,
+        b',"severity_number":',
+        str(record.severity_number).encode(),
+        b',"severity_text":',
+        _DUMPS(record.severity_text),
+    )
+    if c.span_id:
+        parts += (b',"span_id":"', c.span_id.encode(), b'"')
+    parts += (
+        b'},"id":',
+        _DUMPS(event_id),
+        b',"outcome":{"result":"unknown"},"schema":',
+        _SCHEMA_JSON,
+        b',"service":',
+        _DUMPS(c.service),
+        b',"targets":[],"tenant":',
+        _DUMPS(c.tenant),
+        b',"time":',
+        str(c.time_ms).encode(),
+    )
+    if c.trace_id:
+        parts += (b',"trace_id":"', c.trace_id.encode(), b'"')
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+_SCHEMA_JSON = orjson.dumps(SCHEMA)
 
 
 def _severity(number: int) -> str:
@@ -339,7 +460,13 @@ def _id(raw: bytes, size: int, name: str) -> str:
 
 def _attributes(pairs: Iterable[Any]) -> dict[str, Any]:
     """OTLP KeyValue pairs as a plain object (a repeated key: the last one wins)."""
-    return {kv.key: _value(kv.value) for kv in pairs}
+    out = {}
+    plain = _PLAIN_KINDS
+    for kv in pairs:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = getattr(value, kind) if kind in plain else _value(value)
+    return out
 
 
 _PLAIN_KINDS = frozenset({"string_value", "int_value", "bool_value"})

@@ -31,7 +31,7 @@ from translog.http.auth import require
 from translog.http.errors import status_for
 from translog.http.keys import CONFIG, SUBMITTER
 from translog.http.submit import read_body, response
-from translog.log.submission import Answer, Landed, SubmitRequest
+from translog.log.requests import Answer, Landed, SubmitRequest
 
 K8S_SOURCE = "k8s-audit"
 JSON_LINES_SOURCE = "json-lines"

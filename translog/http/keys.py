@@ -7,8 +7,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from translog.config import Config
+from translog.log.requests import Submitter
 from translog.log.sequencer import Log
-from translog.log.submission import Submissions, Submitter
+from translog.log.submission import Submissions
 from translog.log.tokens import TokenStore
 from translog.metrics import Metrics
 

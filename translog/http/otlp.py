@@ -31,7 +31,7 @@ from translog.http.auth import require
 from translog.http.errors import error_parts
 from translog.http.keys import CONFIG, SUBMITTER
 from translog.http.submit import read_body
-from translog.log.submission import SubmitRequest
+from translog.log.requests import SubmitRequest
 
 _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
 """``Content-Encoding`` values taken (aiohttp inflates gzip and deflate as it reads)."""
@@ -73,7 +73,12 @@ async def post_logs(request: web.Request) -> web.Response:
         )
         if mapped.batch.payloads:
             sub = SubmitRequest(
-                token, mapped.batch, batch=True, started=started, source=otlp.SOURCE
+                token,
+                mapped.batch,
+                batch=True,
+                started=started,
+                source=otlp.SOURCE,
+                request_key=mapped.request_key,
             )
             await request.app[SUBMITTER].durable(sub)
         return _answer(200, otlp.response_body(mapped, encoding), encoding, {})

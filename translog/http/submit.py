@@ -52,7 +52,7 @@ from translog.formats.batch import check_key, parse_batch, single
 from translog.http.auth import require
 from translog.http.errors import status_for
 from translog.http.keys import CONFIG, SUBMITTER
-from translog.log.submission import KINDS, WAITS, Answer, SubmitRequest
+from translog.log.requests import KINDS, WAITS, Answer, SubmitRequest
 
 _QUERY = frozenset({"wait", "kind"})
 

@@ -39,7 +39,8 @@ from translog.formats.batch import Batch
 from translog.formats.event_builder import encode_event
 from translog.formats.syslog import OctetFramer, parse_message, syslog_event
 from translog.keyfile import read_private_file
-from translog.log.submission import Submissions, SubmitRequest
+from translog.log.requests import SubmitRequest
+from translog.log.submission import Submissions
 from translog.log.tokens import TokenInfo
 
 SOURCE = "syslog"

@@ -24,30 +24,38 @@ An answer is the HTTP status and the exact JSON bytes; receipts are encoded by
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from translog.config import Config
-from translog.core.leaf import MAX_INLINE_PAYLOAD
 from translog.core.merkle import HashReader
 from translog.core.range_proof import prove_range
 from translog.errors import (
+    MalformedError,
     PushbackError,
     RateLimitedError,
     StorageCorruptError,
-    TooLargeError,
     TranslogError,
 )
 from translog.formats.batch import Batch
-from translog.formats.event_schema import validate_payloads
 from translog.formats.receipt import ReceiptEntry, build_receipt
 from translog.formats.receipt_json import receipt_json
 from translog.log.promises import Prior, Promises
+from translog.log.requests import (
+    Answer,
+    Bucket,
+    DuplicateRequest,
+    Landed,
+    PreparedRun,
+    RequestRun,
+    SubmitRequest,
+    check_entries,
+    scope_key,
+)
 from translog.log.sequencer import (
     Accepted,
     AcceptedRun,
@@ -59,138 +67,8 @@ from translog.log.sequencer import (
 from translog.log.tokens import TokenInfo
 from translog.metrics import LATENCY_BUCKETS, Metrics
 
-WAITS = ("durable", "published", "0")
-"""The values of ``?wait=``."""
-KINDS = ("committed", "inline")
-"""The values of ``?kind=``."""
-
 _Future = asyncio.Future[Sequence[Appended]]
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-@dataclass(slots=True)  # not frozen: made per request on the fast path; treat as immutable
-class SubmitRequest:
-    """One submission, parsed and authenticated: what a :class:`Submitter` is asked to do."""
-
-    token: TokenInfo
-    entries: Batch
-    wait: str = "durable"
-    """``durable``, ``published`` or ``0`` (a promise)."""
-    kind: str | None = None
-    """``committed``, ``inline`` or None (the server's default)."""
-    batch: bool = False
-    """Answer a batch receipt (``/add-batch``) rather than a single one (``/add``)."""
-    started: float = 0.0
-    """``time.monotonic()`` when the request arrived (for the receipt latency histogram)."""
-    source: str = "api"
-    """Where the entries came from (``api`` for /add and /add-batch; an ingest source name),
-    the ``source`` label of ``translog_source_entries_total``."""
-
-
-@dataclass(slots=True)  # not frozen: made per request on the fast path; treat as immutable
-class Answer:
-    """An HTTP status and the compact JSON body that goes with it."""
-
-    status: int
-    body: bytes
-
-
-class Landed(Protocol):
-    """Where an entry of a durable request landed (an :class:`Appended` is one)."""
-
-    @property
-    def index(self) -> int:
-        """The entry's index in the tree (an earlier entry's, for a duplicate)."""
-        ...
-
-    @property
-    def duplicate(self) -> bool:
-        """Whether an idempotency key named an earlier entry."""
-        ...
-
-
-@dataclass(slots=True)  # not frozen: made per request on the fast path; treat as immutable
-class Placed:
-    """A :class:`Landed` as it crosses between processes."""
-
-    index: int
-    duplicate: bool
-
-
-class Submitter(Protocol):
-    """What the submission handlers call: :class:`Submissions`, or a worker's fast path."""
-
-    async def submit(self, request: SubmitRequest) -> Answer:
-        """Submit the request's entries; raises a TranslogError for a refusal."""
-        ...
-
-    async def durable(self, request: SubmitRequest) -> Sequence[Landed]:
-        """Admit the entries and return once they are durable (the ingest sources' call)."""
-        ...
-
-    def rejected(self, kind: str) -> None:
-        """Count a refused submission request under its error kind."""
-        ...
-
-
-def scope_key(token_name: str, key: str) -> bytes:
-    """The stored idempotency digest: keys are scoped by the token's name."""
-    return hashlib.sha256(f"{token_name}\n{key}".encode()).digest()[:16]
-
-
-def check_entries(entries: Batch, kind: str | None, config: Config) -> list[bool]:
-    """Check the limits a payload must meet; per payload, whether it is stored committed.
-
-    Payloads over ``server.max_payload_bytes`` are a 413. A payload over the inline-leaf
-    limit is committed, unless ``kind=inline`` asked otherwise (then a 413). With events on,
-    every payload must be a ``translog.event/v1``.
-    """
-    server = config.server
-    limit = server.max_payload_bytes
-    payloads = entries.payloads
-    if payloads and max(map(len, payloads)) > limit:
-        i = next(i for i, p in enumerate(payloads) if len(p) > limit)
-        raise TooLargeError(
-            f"{entries.where(i)}: payload of {len(payloads[i])} bytes exceeds the "
-            f"{limit}-byte limit"
-        )
-    if config.events.enabled:
-        validate_payloads((entries.where(i), p) for i, p in enumerate(payloads))
-    if kind == "committed" or (kind is None and server.default_kind == "committed"):
-        return [True] * len(payloads)
-    flags = [len(p) > MAX_INLINE_PAYLOAD for p in payloads]
-    if kind == "inline" and any(flags):
-        i = flags.index(True)
-        raise TooLargeError(
-            f"{entries.where(i)}: inline payload of {len(payloads[i])} bytes exceeds the "
-            f"{MAX_INLINE_PAYLOAD}-byte leaf limit; use kind=committed"
-        )
-    return flags
-
-
-class Bucket:
-    """A token bucket: ``rate`` entries per second, bursts up to one second's worth."""
-
-    __slots__ = ("tokens", "updated")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.tokens = max(rate, 1.0)
-        self.updated = now
-
-    def take(self, rate: float, n: int, now: float) -> float:
-        """Take ``n`` entries; 0 when allowed, else the seconds until they would be.
-
-        A request larger than the burst passes once the bucket is full and leaves it in debt,
-        so any batch size can get through at the configured average rate.
-        """
-        capacity = max(rate, 1.0)
-        self.tokens = min(capacity, self.tokens + (now - self.updated) * rate)
-        self.updated = now
-        need = min(float(n), capacity)
-        if self.tokens < need:
-            return (need - self.tokens) / rate
-        self.tokens -= n
-        return 0.0
 
 
 class ProofNodes:
@@ -219,32 +97,6 @@ class ProofNodes:
         if missing:
             kept.update(zip(missing, self._reader.read_hashes(missing), strict=True))
         return [kept[n] for n in nodes]
-
-
-class PreparedRequest(NamedTuple):
-    """One request's leaves as an HTTP worker built them (the fast path's message format)."""
-
-    started: float
-    batch: bool
-    timestamp_ms: int
-    salts: list[bytes | None]
-    leaves: list[bytes]
-    bodies: list[bytes | None]
-    hashes: bytes
-
-
-class PreparedRun(NamedTuple):
-    """The answer to :meth:`Submissions.add_prepared`: where the run landed, and its proof."""
-
-    start: int
-    size: int
-    root: bytes
-    note: bytes
-    proof: list[bytes]
-    stamps: list[int]
-    """Each request's final timestamp (the log process has the final word on time)."""
-    hashes: bytes | None
-    """The run's leaf hashes when a timestamp moved (and they were made again), else None."""
 
 
 class Submissions:
@@ -281,6 +133,8 @@ class Submissions:
 
     async def submit(self, request: SubmitRequest) -> Answer:
         """Rate, idempotency scope, then a receipt (200) or promises (202)."""
+        if request.request_key is not None:
+            raise MalformedError("a request key is for durable ingest requests, not receipts")
         metrics = self.metrics
         wait = request.wait
         if wait == "0":
@@ -291,7 +145,9 @@ class Submissions:
             body: Any = {"promises": promises} if request.batch else promises[0]
             answer = Answer(202, _ENCODER.encode(body).encode("utf-8"))
         else:
-            appended = await self.durable(request)
+            committed, digests = self._admit(request)
+            appended = await self._durable(request.entries, committed, digests)
+            self._counted(request, appended)
             answer = Answer(200, await self._receipt(appended, wait, batch=request.batch))
             if wait == "durable":
                 latency = time.monotonic() - request.started
@@ -305,21 +161,65 @@ class Submissions:
         without a token's limits, and durable when this returns."""
         await self.log.submit(payloads, committed=True)
 
-    async def durable(self, request: SubmitRequest) -> Sequence[Appended]:
+    async def durable(self, request: SubmitRequest) -> Sequence[Landed]:
         """Admit the request's entries and wait until they are durable in a signed tree.
 
         What every ingest source calls (its own answer format follows): the same limits,
         rate bucket, idempotency and durability as ``/add-batch``. A refusal raises before
         anything is written; entry ``i`` of the answer is entry ``i`` of the request (a
-        duplicate names the earlier entry its key points at).
+        duplicate names the earlier entry its key points at). With a ``request_key``, the
+        key is stored with the request's first entry, and a request it already names appends
+        nothing (:meth:`earlier_request`).
         """
         committed, digests = self._admit(request)
+        n = len(request.entries)
+        if digests and digests[0] is not None and request.request_key is not None:
+            first = await self.earlier_request(digests[0])
+            if first is not None:
+                return self._counted(request, DuplicateRequest(first, n))
         appended = await self._durable(request.entries, committed, digests)
-        metrics = self.metrics
-        duplicates = 0 if isinstance(appended, AppendedRun) else sum(a.duplicate for a in appended)
-        metrics.inc("translog_duplicates_total", duplicates)
-        metrics.inc("translog_source_entries_total", len(appended), source=request.source)
-        return appended
+        if request.request_key is not None:
+            self.check_contiguous(appended)
+        return self._counted(request, appended)
+
+    def _counted(self, request: SubmitRequest, landed: Sequence[Landed]) -> Sequence[Landed]:
+        """Count a durable request's entries (and duplicates) by source; ``landed``."""
+        if isinstance(landed, AppendedRun):
+            duplicates = 0
+        elif isinstance(landed, RequestRun):
+            duplicates = len(landed) if landed.duplicate else 0
+        else:
+            duplicates = sum(a.duplicate for a in landed)
+        self.metrics.inc("translog_duplicates_total", duplicates)
+        self.metrics.inc("translog_source_entries_total", len(landed), source=request.source)
+        return landed
+
+    async def earlier_request(self, digest: bytes) -> int | None:
+        """The index of the first entry of the request a scoped request key names (stored,
+        or in flight: then once it is durable), or None when no request has it yet.
+
+        Returns without awaiting when the key is new, so a caller that enqueues at once
+        (registering the key) cannot race another request with the same key.
+        """
+        while True:
+            index = self.log.storage.lookup_dedupe(digest)
+            if index is not None:
+                return index
+            hit = self.inflight.get(digest)
+            if hit is None:
+                return None
+            try:
+                appended = await asyncio.shield(hit[1])
+            except TranslogError:
+                continue  # that request was refused: nothing holds the key now, or another
+            return appended[0].index
+
+    @staticmethod
+    def check_contiguous(appended: Sequence[Appended]) -> None:
+        """A request under one key is one group, sequenced in order (index ``first + i``)."""
+        first = appended[0].index
+        if appended[-1].index != first + len(appended) - 1:
+            raise StorageCorruptError(f"a keyed request was not sequenced contiguously at {first}")
 
     def _admit(self, request: SubmitRequest) -> tuple[list[bool], list[bytes | None]]:
         """Limits, then the rate; the committed flags and scoped idempotency digests."""
@@ -327,11 +227,16 @@ class Submissions:
         committed = check_entries(entries, request.kind, self.config)
         self.limit(request.token, len(entries))
         keys = entries.keys
-        digests: list[bytes | None] = (
-            [None] * len(entries)
-            if keys is None
-            else [None if k is None else scope_key(request.token.name, k) for k in keys]
-        )
+        name = request.token.name
+        digests: list[bytes | None]
+        if request.request_key is not None:
+            if keys is not None:
+                raise MalformedError("a request key and per-entry keys exclude each other")
+            digests = [scope_key(name, request.request_key)] + [None] * (len(entries) - 1)
+        elif keys is None:
+            digests = [None] * len(entries)
+        else:
+            digests = [None if k is None else scope_key(name, k) for k in keys]
         return committed, digests
 
     def rejected(self, kind: str) -> None:
@@ -546,6 +451,32 @@ class Submissions:
         fut.add_done_callback(
             partial(self._prepared_durable, requests, stamps, accepted, rebuilt, done)
         )
+
+    async def durable_prepared(
+        self, token_name: str, request_key: str, source: str, prepared: Sequence[Any]
+    ) -> DuplicateRequest | AppendedRun:
+        """An ingest request under one key whose leaves an HTTP worker built (its limits
+        checked there, as the fast path checks them; a token with a rate limit never comes
+        this way): :meth:`durable` for a request laid out as :class:`PreparedRequest`."""
+        _started, _batch, ts, salts, leaves, bodies, hashes = prepared
+        digest = scope_key(token_name, request_key)
+        n = len(leaves)
+        first = await self.earlier_request(digest)
+        if first is not None:
+            landed: DuplicateRequest | AppendedRun = DuplicateRequest(first, n)
+            self.metrics.inc("translog_duplicates_total", n)
+        else:
+            log = self.log
+            accepted, _ = log.accept_prepared(ts, salts, leaves, hashes)
+            keys: list[bytes | None] = [digest] + [None] * (n - 1)
+            fut = log.submit(bodies, committed=True, keys=keys, accepted=accepted)
+            self.register(keys[:1], accepted[:1], fut)
+            # shield: a worker that hangs up must not cancel the group's future.
+            appended = await asyncio.shield(fut)
+            self.check_contiguous(appended)
+            landed = AppendedRun(appended[0].index, accepted, appended[0].checkpoint)
+        self.metrics.inc("translog_source_entries_total", n, source=source)
+        return landed
 
     def _prepared_durable(
         self,

@@ -28,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -44,8 +45,15 @@ from translog.formats.receipt_json import (
 from translog.http.errors import error_from
 from translog.http.multiprocess.hub import pack, pack_request, read_message, unpack_published
 from translog.log.base import SignedCheckpoint
+from translog.log.requests import (
+    Answer,
+    Landed,
+    Placed,
+    RequestRun,
+    SubmitRequest,
+    check_entries,
+)
 from translog.log.sequencer import now_ms
-from translog.log.submission import Answer, Placed, SubmitRequest, check_entries
 
 log = logging.getLogger("translog.worker")
 
@@ -181,13 +189,14 @@ class HubClient:
         self._writer.write(pack(["add", self._next, self._queue]))
         self._queue, self._message = [], _Message()
 
-    async def call(self, kind: str, request: SubmitRequest) -> list[Any]:
-        """Have the log process's ``Submissions`` take ``request`` (``kind``: ``submit`` or
-        ``durable``); the fields of its ``ok`` answer, or the error it raised."""
+    async def call(self, kind: str, fields: list[Any]) -> list[Any]:
+        """Have the log process's ``Submissions`` take a request (``kind``: ``submit``,
+        ``durable`` or ``prepared``, with its message fields); the fields of its ``ok``
+        answer, or the error it raised."""
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._next += 1
         self._pending[self._next] = fut
-        self._writer.write(pack([kind, self._next, pack_request(request)]))
+        self._writer.write(pack([kind, self._next, fields]))
         # shield: the log process answers anyway; a client that hangs up changes nothing.
         return await asyncio.shield(fut)
 
@@ -247,9 +256,9 @@ class FastPath:
     async def submit(self, request: SubmitRequest) -> Answer:
         """The fast path for a plain submission; the log process's answer for any other."""
         if request.wait != "durable" or request.entries.keys is not None or self.fenced:
-            return Answer(*await self.hub.call("submit", request))
+            return Answer(*await self.hub.call("submit", pack_request(request)))
         if request.token.rate_per_s > 0:
-            return Answer(*await self.hub.call("submit", request))
+            return Answer(*await self.hub.call("submit", pack_request(request)))
         entries = request.entries
         committed = check_entries(entries, request.kind, self.config)
         prepared = Prepared(entries.payloads, committed)
@@ -279,9 +288,22 @@ class FastPath:
             )
         return Answer(200, body)
 
-    async def durable(self, request: SubmitRequest) -> list[Placed]:
-        """An ingest request: mapped here, made durable by the log process's Submissions."""
-        indexes, duplicates = await self.hub.call("durable", request)
+    async def durable(self, request: SubmitRequest) -> Sequence[Landed]:
+        """An ingest request: mapped here, made durable by the log process's Submissions.
+
+        A request under one request key (OTLP) from a token without a rate limit, with no
+        object store, has its limits checked and its leaves built here, as on the fast path
+        (a ``prepared`` message): the log process then only checks the key and appends.
+        """
+        if request.request_key is not None and not self.fenced and request.token.rate_per_s <= 0:
+            entries = request.entries
+            prepared = Prepared(entries.payloads, check_entries(entries, request.kind, self.config))
+            p = prepared
+            row = [request.started, True, p.timestamp_ms, p.salts, p.leaves, p.bodies, p.hashes]
+            fields = [request.token.name, request.request_key, request.source, row]
+            first, n, duplicate = await self.hub.call("prepared", fields)
+            return RequestRun(first, n, duplicate)
+        indexes, duplicates = await self.hub.call("durable", pack_request(request))
         return list(map(Placed, indexes, duplicates))
 
     def rejected(self, kind: str) -> None:

@@ -24,6 +24,11 @@ submission, whichever worker received it, is answered by this process's one
 * ``["durable", id, request]`` holds the entries of an ingest request (OTLP, Kubernetes audit,
   JSON lines) that the worker parsed and mapped; :meth:`Submissions.durable` answers
   ``[id, "ok", indexes, duplicate flags]`` once they are durable.
+* ``["prepared", id, [token name, request key, source, prepared request]]`` holds an ingest
+  request under one request key (OTLP) whose leaves the worker built, as on the fast path
+  (a token without a rate limit, no object store); :meth:`Submissions.durable_prepared`
+  answers ``[id, "ok", first index, count, duplicate]`` once it is durable (or at once, for
+  a request its key already names).
 * Errors answer ``[id, "err", kind, reason, retry_after]``
   (:func:`translog.http.errors.error_fields`). The worker counts the refusal (``["inc",
   ...]``), as the single-process handler does.
@@ -72,7 +77,7 @@ from translog.http import app as app_module
 from translog.http.errors import error_fields
 from translog.http.keys import CONFIG, LOG, METRICS, SUBMISSIONS
 from translog.log.base import AppendedRun, SignedCheckpoint
-from translog.log.submission import PreparedRun, SubmitRequest
+from translog.log.requests import DuplicateRequest, PreparedRun, SubmitRequest
 from translog.log.tokens import TokenInfo
 
 log = logging.getLogger("translog.serve")
@@ -127,7 +132,7 @@ class Hub:
                 return
             if msg[0] == "add":
                 self.submissions.add_prepared(msg[2], partial(self._prepared, msg[1], writer))
-            elif msg[0] in ("submit", "durable"):
+            elif msg[0] in ("submit", "durable", "prepared"):
                 task = asyncio.create_task(self._submit(msg[0], msg[1], msg[2], writer))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
@@ -146,9 +151,14 @@ class Hub:
         self, kind: str, msgid: int, fields: list[Any], writer: asyncio.StreamWriter
     ) -> None:
         """A submission the fast path does not cover, as the single-process server does it
-        (``submit``), or an ingest request a worker mapped (``durable``)."""
-        request = unpack_request(fields)
+        (``submit``), or an ingest request a worker mapped (``durable``, ``prepared``)."""
         try:
+            if kind == "prepared":
+                run = await self.submissions.durable_prepared(*fields)
+                duplicate = isinstance(run, DuplicateRequest)
+                _send(writer, [msgid, "ok", run.first, len(run), duplicate])
+                return
+            request = unpack_request(fields)
             if kind == "submit":
                 answer = await self.submissions.submit(request)
                 reply = [msgid, "ok", answer.status, answer.body]
@@ -199,15 +209,17 @@ def pack_request(request: SubmitRequest) -> list[Any]:
         request.batch,
         request.started,
         request.source,
+        request.request_key,
     ]
 
 
 def unpack_request(fields: list[Any]) -> SubmitRequest:
     """The :class:`SubmitRequest` of a ``submit`` message's fields."""
-    token, (payloads, keys, labels), wait, kind, batch, started, source = fields
+    token, (payloads, keys, labels), wait, kind, batch, started, source, request_key = fields
     name, digest, scopes, created, revoked, rate, tenants = token
     info = TokenInfo(name, digest, tuple(scopes), created, revoked, rate, tuple(tenants))
-    return SubmitRequest(info, Batch(payloads, keys, labels), wait, kind, batch, started, source)
+    entries = Batch(payloads, keys, labels)
+    return SubmitRequest(info, entries, wait, kind, batch, started, source, request_key)
 
 
 class _Worker:
