@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from google.protobuf import json_format
@@ -287,18 +287,10 @@ def _check(context: _Context, name: str, value: object, max_len: int) -> str:
     return value
 
 
-class _Common(NamedTuple):
-    """The checked fields of one record that both encodings start from."""
-
-    trace_id: str
-    span_id: str
-    attributes: dict[str, Any]
-    service: str
-    tenant: str
-    actor_type: str
-    actor_id: str
-    body: Any
-    time_ms: int
+_Common = tuple[str, str, dict[str, Any], str, str, str, str, Any, int]
+"""The checked fields of one record that both encodings start from: trace id, span id,
+attributes, service, tenant, actor type, actor id, body, time (ms); a plain tuple (one is
+made per record)."""
 
 
 def _common(record: Any, context: _Context, received_ms: int) -> _Common:
@@ -320,9 +312,7 @@ def _common(record: Any, context: _Context, received_ms: int) -> _Common:
         actor_type, actor_id = "user", _check(context, "actor.id", enduser, 256)
     body = _value(record.body) if record.HasField("body") else None
     time_ms = nanos // 1_000_000 if nanos else received_ms
-    return _Common(
-        trace_id, span_id, attributes, service, tenant, actor_type, actor_id, body, time_ms
-    )
+    return (trace_id, span_id, attributes, service, tenant, actor_type, actor_id, body, time_ms)
 
 
 def _payload(
@@ -335,8 +325,8 @@ def _payload(
     if (
         not reference
         and context.host_flat()
-        and type(c.body) in _SCALARS
-        and _SCALARS.issuperset(map(type, c.attributes.values()))
+        and type(c[7]) in _SCALARS
+        and _SCALARS.issuperset(map(type, c[2].values()))
     ):
         try:
             return _flat_payload(record, context, event_id, c)
@@ -353,8 +343,9 @@ def record_event(record: Any, context: _Context, event_id: str, received_ms: int
 
 
 def _event(record: Any, context: _Context, event_id: str, c: _Common) -> dict[str, Any]:
-    body = _limit_depth(c.body, 2)
-    attributes = _limit_depth(c.attributes, 2)
+    trace_id, span_id, attributes, service, tenant, actor_type, actor_id, body, time_ms = c
+    body = _limit_depth(body, 2)
+    attributes = _limit_depth(attributes, 2)
     host = _limit_depth(context.host, 2)
     details: dict[str, Any] = {
         "severity_number": record.severity_number,
@@ -366,25 +357,25 @@ def _event(record: Any, context: _Context, event_id: str, c: _Common) -> dict[st
     }
     if host is not None:
         details["host"] = host
-    if c.span_id:
-        details["span_id"] = c.span_id
+    if span_id:
+        details["span_id"] = span_id
     if record.event_name:
         details["event_name"] = record.event_name
     event: dict[str, Any] = {
         "schema": SCHEMA,
         "id": event_id,
-        "time": c.time_ms,
-        "actor": {"type": c.actor_type, "id": c.actor_id},
+        "time": time_ms,
+        "actor": {"type": actor_type, "id": actor_id},
         "action": f"log.{_severity(record.severity_number)}",
         "category": "system",
         "targets": [],
         "outcome": {"result": "unknown"},
-        "tenant": c.tenant,
-        "service": c.service,
+        "tenant": tenant,
+        "service": service,
         "details": details,
     }
-    if c.trace_id:
-        event["trace_id"] = c.trace_id
+    if trace_id:
+        event["trace_id"] = trace_id
     return event
 
 
@@ -397,17 +388,18 @@ def _flat_payload(record: Any, context: _Context, event_id: str, c: _Common) -> 
     by piece in the canonical key order (orjson writes each string, integer and flat object
     as ``json.dumps`` does for them; tests/property/test_event_encoding.py and the OTLP fuzz
     test check the bytes against :func:`encode_event`)."""
+    trace_id, span_id, attributes, service, tenant, actor_type, actor_id, body, time_ms = c
     parts = [
         b'{"action":"log.',
         _severity(record.severity_number).encode(),
         b'","actor":{"id":',
-        _DUMPS(c.actor_id),
+        _DUMPS(actor_id),
         b',"type":"',
-        c.actor_type.encode(),
+        actor_type.encode(),
         b'"},"category":"system","details":{"attributes":',
-        _DUMPS(c.attributes, option=_SORTED),
+        _DUMPS(attributes, option=_SORTED),
         b',"body":',
-        _DUMPS(c.body),
+        _DUMPS(body),
     ]
     if record.event_name:
         parts += (b',"event_name":', _DUMPS(record.event_name))
@@ -423,22 +415,22 @@ def _flat_payload(record: Any, context: _Context, event_id: str, c: _Common) -> 
         b',"severity_text":',
         _DUMPS(record.severity_text),
     )
-    if c.span_id:
-        parts += (b',"span_id":"', c.span_id.encode(), b'"')
+    if span_id:
+        parts += (b',"span_id":"', span_id.encode(), b'"')
     parts += (
         b'},"id":',
         _DUMPS(event_id),
         b',"outcome":{"result":"unknown"},"schema":',
         _SCHEMA_JSON,
         b',"service":',
-        _DUMPS(c.service),
+        _DUMPS(service),
         b',"targets":[],"tenant":',
-        _DUMPS(c.tenant),
+        _DUMPS(tenant),
         b',"time":',
-        str(c.time_ms).encode(),
+        str(time_ms).encode(),
     )
-    if c.trace_id:
-        parts += (b',"trace_id":"', c.trace_id.encode(), b'"')
+    if trace_id:
+        parts += (b',"trace_id":"', trace_id.encode(), b'"')
     parts.append(b"}")
     return b"".join(parts)
 

@@ -107,12 +107,26 @@ class Prepared:
         self.timestamp_ms = ts
         header = inline_leaf(ts, b"")
         committed_header = header[:-1] + bytes([KIND_COMMITTED])
-        self.salts: list[bytes | None] = []
-        self.leaves: list[bytes] = []
-        self.bodies: list[bytes | None] = []
+        sha = hashlib.sha256
+        self.salts: list[bytes | None]
+        self.bodies: list[bytes | None]
+        self.leaves: list[bytes]
+        if all(committed):  # the usual case (server.default_kind): one pass per column
+            n = len(payloads)
+            randomness = os.urandom(SALT_SIZE * n)
+            salts = [randomness[i : i + SALT_SIZE] for i in range(0, SALT_SIZE * n, SALT_SIZE)]
+            self.leaves = [
+                committed_header + sha(salt + payload).digest()
+                for salt, payload in zip(salts, payloads, strict=True)
+            ]
+            self.salts, self.bodies = list(salts), list(payloads)
+            self.hashes = b"".join([sha(b"\x00" + leaf).digest() for leaf in self.leaves])
+            return
+        self.salts = []
+        self.leaves = []
+        self.bodies = []
         randomness = os.urandom(SALT_SIZE * sum(committed))
         at = 0
-        sha = hashlib.sha256
         hashes = []
         for payload, keep in zip(payloads, committed, strict=True):
             if keep:
