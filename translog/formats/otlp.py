@@ -226,6 +226,7 @@ class _Context:
         "resource",
         "scope_name",
         "slot",
+        "valid",
     )
 
     def __init__(self, resource: dict[str, Any], request: Any, scope_name: str) -> None:
@@ -243,6 +244,25 @@ class _Context:
             self.json_host = orjson.dumps(self.host)
         self.scope_name = scope_name
         self.json_scope = orjson.dumps(scope_name)
+        self.valid: dict[str, str] = {}
+        """The resource's service and tenant, once checked (a bad one is checked, and
+        refused, again for each record, so each is rejected with its reason)."""
+
+    def service(self) -> str:
+        """The resource's ``service.name`` (or the default), checked."""
+        got = self.valid.get("service")
+        if got is None:
+            value = self.resource.get("service.name", DEFAULT_SERVICE)
+            got = self.valid["service"] = _check(self, "service", value, 128)
+        return got
+
+    def tenant(self) -> str:
+        """The resource's ``translog.tenant`` (or the default), checked."""
+        got = self.valid.get("tenant")
+        if got is None:
+            value = self.resource.get("translog.tenant", DEFAULT_TENANT)
+            got = self.valid["tenant"] = _check(self, "tenant", value, 64)
+        return got
 
     def host_flat(self) -> bool:
         """Whether ``host.name`` is absent or a scalar other than a float."""
@@ -296,14 +316,14 @@ made per record)."""
 def _common(record: Any, context: _Context, received_ms: int) -> _Common:
     """The fields a record chooses (ids, service, tenant, actor), checked as event_schema
     would check them (EventError or MalformedError for a bad record)."""
-    trace_id = _id(record.trace_id, 16, "traceId")
-    span_id = _id(record.span_id, 8, "spanId")
+    raw = record.trace_id
+    trace_id = raw.hex() if len(raw) == 16 else _id(raw, 16, "traceId")
+    raw = record.span_id
+    span_id = raw.hex() if len(raw) == 8 else _id(raw, 8, "spanId")
     attributes = _attributes(record.attributes)
-    resource = context.resource
-    service = resource.get("service.name", DEFAULT_SERVICE)
-    service = _check(context, "service", service, 128)
-    tenant = attributes.get("translog.tenant", resource.get("translog.tenant", DEFAULT_TENANT))
-    tenant = _check(context, "tenant", tenant, 64)
+    service = context.service()
+    tenant = attributes.get("translog.tenant")
+    tenant = context.tenant() if tenant is None else _check(context, "tenant", tenant, 64)
     nanos = record.time_unix_nano or record.observed_time_unix_nano
     enduser = attributes.get("enduser.id")
     if enduser is None:
