@@ -155,7 +155,7 @@ def _run(
         ndjson = {**auth, "Content-Type": "application/x-ndjson"}
         proto = {**auth, "Content-Type": "application/x-protobuf"}
         # enough distinct bodies for the fastest rate seen so far, with room to spare
-        estimate = int(60_000 * seconds / RECORDS) + 50
+        estimate = int(120_000 * seconds / RECORDS) + 50
         reps_out = []
         for rep in range(reps):
             bodies = otlp_bodies(estimate)
