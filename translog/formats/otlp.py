@@ -248,20 +248,13 @@ class _Context:
         """The resource's service and tenant, once checked (a bad one is checked, and
         refused, again for each record, so each is rejected with its reason)."""
 
-    def service(self) -> str:
-        """The resource's ``service.name`` (or the default), checked."""
-        got = self.valid.get("service")
+    def resource_value(self, name: str, attribute: str, default: str, max_len: int) -> str:
+        """The resource's ``attribute`` (or ``default``) as event field ``name``, checked
+        once (:func:`_check`; a bad value raises again for every record)."""
+        got = self.valid.get(name)
         if got is None:
-            value = self.resource.get("service.name", DEFAULT_SERVICE)
-            got = self.valid["service"] = _check(self, "service", value, 128)
-        return got
-
-    def tenant(self) -> str:
-        """The resource's ``translog.tenant`` (or the default), checked."""
-        got = self.valid.get("tenant")
-        if got is None:
-            value = self.resource.get("translog.tenant", DEFAULT_TENANT)
-            got = self.valid["tenant"] = _check(self, "tenant", value, 64)
+            value = self.resource.get(attribute, default)
+            got = self.valid[name] = _check(self, name, value, max_len)
         return got
 
     def host_flat(self) -> bool:
@@ -321,9 +314,12 @@ def _common(record: Any, context: _Context, received_ms: int) -> _Common:
     raw = record.span_id
     span_id = raw.hex() if len(raw) == 8 else _id(raw, 8, "spanId")
     attributes = _attributes(record.attributes)
-    service = context.service()
+    service = context.resource_value("service", "service.name", DEFAULT_SERVICE, 128)
     tenant = attributes.get("translog.tenant")
-    tenant = context.tenant() if tenant is None else _check(context, "tenant", tenant, 64)
+    if tenant is None:
+        tenant = context.resource_value("tenant", "translog.tenant", DEFAULT_TENANT, 64)
+    else:
+        tenant = _check(context, "tenant", tenant, 64)
     nanos = record.time_unix_nano or record.observed_time_unix_nano
     enduser = attributes.get("enduser.id")
     if enduser is None:
