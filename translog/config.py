@@ -207,6 +207,9 @@ class SyslogSection:
 
     listen: str = ""
     """host:port to bind (6514 is the RFC 5425 port; 0 picks a free port). Empty: off."""
+    relp_listen: str = ""
+    """host:port for RELP over TLS (rsyslog's omrelp), which acknowledges each message once
+    it is durable; the same certificate, client CA, tenant and limits. Empty: off."""
     tls_cert: str = ""
     """PEM certificate chain of the listener, relative to the data directory (required)."""
     tls_key: str = ""
@@ -304,13 +307,20 @@ class Config:
 def _validate_syslog(s: SyslogSection) -> None:
     import re
 
-    if not s.listen:
+    if not s.listen and not s.relp_listen:
         return
-    host, sep, port = s.listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"syslog.listen: expected HOST:PORT, got {s.listen!r}")
+    for key in ("listen", "relp_listen"):
+        value = getattr(s, key)
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not host or not port.isdigit() or int(port) > 65535):
+            raise ConfigError(f"syslog.{key}: expected HOST:PORT, got {value!r}")
     if not s.tls_cert or not s.tls_key:
-        raise ConfigError("syslog.tls_cert and syslog.tls_key: required when syslog.listen is set")
+        raise ConfigError(
+            "syslog.tls_cert and syslog.tls_key: required when syslog.listen or "
+            "syslog.relp_listen is set"
+        )
+    if s.listen and s.listen == s.relp_listen and not s.listen.endswith(":0"):
+        raise ConfigError("syslog.relp_listen: must differ from syslog.listen")
     if not 1 <= s.max_message_bytes <= MAX_SYSLOG_MESSAGE_BYTES:
         raise ConfigError(
             f"syslog.max_message_bytes: must be between 1 and {MAX_SYSLOG_MESSAGE_BYTES}"

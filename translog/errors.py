@@ -238,6 +238,16 @@ class SyslogMessageError(MalformedError):
     then keeps it as an RFC 3164 message, with the reason)."""
 
 
+class RelpFrameError(MalformedError):
+    """A RELP stream broke the protocol: a malformed frame (``TXNR SP COMMAND SP DATALEN
+    [SP DATA] LF``), a command out of order, or a bad ``open``; the listener closes that
+    connection (:mod:`translog.ingest.relp`)."""
+
+
+class RelpFrameTooLargeError(TooLargeError):
+    """A RELP frame announced more data than the listener takes; the connection closes."""
+
+
 # -- http: errors only the front end raises -------------------------------------------------
 
 

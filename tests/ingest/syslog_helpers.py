@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
+import shutil
+import signal
+import socket
 import ssl
+import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
@@ -24,6 +29,7 @@ from translog.config import Config, EventsSection, LogSection, SequencerSection,
 from translog.core.signing import NoteSigner
 from translog.formats.syslog import frame
 from translog.http.app import SYSLOG, make_app
+from translog.http.keys import LOG
 from translog.storage.base import Storage
 from translog.storage.memory import MemoryStorage
 
@@ -198,3 +204,80 @@ async def send(
 
 def listener_port(app: web.Application) -> int:
     return app[SYSLOG].port
+
+
+RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Rsyslogd:
+    """One private rsyslogd (its own config, work directory and pid file)."""
+
+    def __init__(self, work: Path, conf: str) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.conf = work / "rsyslog.conf"
+        self.conf.write_text(conf)
+        self.pid = work / "rsyslogd.pid"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        check = subprocess.run(
+            [RSYSLOGD, "-N1", "-f", str(self.conf)], capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stderr
+        self.proc = subprocess.Popen(
+            [RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def stop(self) -> str:
+        """SIGTERM, and wait without blocking the loop: omrelp sends a RELP close that the
+        listener (in this loop) must answer."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(15):
+                while self.proc.poll() is None:
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            self.proc.kill()
+        return self.proc.communicate()[0].decode(errors="replace")
+
+
+async def feed(port: int, lines: list[bytes]) -> None:
+    """Write ``lines`` to rsyslog's imtcp input once it is up."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+    w.write(b"".join(lines))
+    await w.drain()
+    w.close()
+
+
+def lines(n: int, start: int = 0) -> list[bytes]:
+    """RFC 3164 lines for rsyslog's imtcp input, numbered ``msg=<i>``."""
+    return [
+        b"<86>Sep 21 10:00:00 web1 sshd[%d]: accepted publickey for user%d msg=%05d\n"
+        % (1000 + i, i, i)
+        for i in range(start, start + n)
+    ]
+
+
+async def delivered(app: web.Application, n: int, *, timeout: float) -> list[dict[str, Any]]:
+    """The log's events once it holds ``n`` entries, and nothing more arrived for 0.5 s."""
+    log = app[LOG]
+    async with asyncio.timeout(timeout):
+        while log.size < n:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    return [json.loads(e.payload or b"{}") for e in log.entries(0, log.size)]

@@ -114,6 +114,11 @@ def test_a_stream_ending_inside_a_frame_is_an_error() -> None:
     framer.feed(b"10 abc")
     with pytest.raises(SyslogFrameError, match="ended inside a frame"):
         framer.end()
+    after_length = OctetFramer(100)  # the MSG-LEN and SP read, none of the message
+    after_length.feed(b"10 ")
+    assert after_length.buffered == 0
+    with pytest.raises(SyslogFrameError, match="ended inside a frame"):
+        after_length.end()
 
 
 # -- RFC 5424, section 6.5 -------------------------------------------------------------------

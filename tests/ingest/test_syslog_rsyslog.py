@@ -9,33 +9,25 @@ must be in the tree exactly once, with the client certificate's subject.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import shutil
-import signal
-import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.ingest.syslog_helpers import (
     CLIENT_SUBJECT,
+    RSYSLOGD,
+    Rsyslogd,
+    delivered,
+    feed,
+    free_port,
+    lines,
     listener_port,
     make_certs,
     running_log,
     syslog_config,
 )
-from translog.http.keys import LOG
 
 N = 1000
-RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rsyslog_conf(work: Path, certs_dir: Path, in_port: int, out_port: int) -> str:
@@ -61,47 +53,15 @@ async def test_rsyslog_forwards_1000_messages_over_tls(tmp_path: Path) -> None:
     assert Path(RSYSLOGD).exists(), "rsyslogd missing: run make system-deps"
     certs = make_certs(tmp_path / "certs")
     work = tmp_path / "rsyslog"
-    work.mkdir()
     async with running_log(syslog_config(certs)) as app:
         in_port = free_port()
-        conf = work / "rsyslog.conf"
-        conf.write_text(rsyslog_conf(work, certs.dir, in_port, listener_port(app)))
-        check = subprocess.run([RSYSLOGD, "-N1", "-f", str(conf)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr
-        proc = subprocess.Popen(
-            [RSYSLOGD, "-n", "-f", str(conf), "-i", str(work / "rsyslogd.pid")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        rsyslogd = Rsyslogd(work, rsyslog_conf(work, certs.dir, in_port, listener_port(app)))
+        rsyslogd.start()
         try:
-            async with asyncio.timeout(10):  # its input is up
-                while True:
-                    try:
-                        _, w = await asyncio.open_connection("127.0.0.1", in_port)
-                        break
-                    except OSError:
-                        await asyncio.sleep(0.05)
-            lines = [
-                b"<86>Sep 21 10:00:00 web1 sshd[%d]: accepted publickey for user%d msg=%05d\n"
-                % (1000 + i, i, i)
-                for i in range(N)
-            ]
-            w.write(b"".join(lines))
-            await w.drain()
-            w.close()
-            log = app[LOG]
-            async with asyncio.timeout(20):
-                while log.size < N:
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)  # nothing more arrives
-            events = [json.loads(e.payload) for e in log.entries(0, log.size)]
+            await feed(in_port, lines(N))
+            events = await delivered(app, N, timeout=20)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                output = proc.communicate(timeout=10)[0].decode(errors="replace")
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                output = proc.communicate()[0].decode(errors="replace")
+            output = await rsyslogd.stop()
     assert len(events) == N, output
     numbers = sorted(int(e["details"]["syslog"]["msg"].rsplit("msg=", 1)[1]) for e in events)
     assert numbers == list(range(N))  # each message once

@@ -23,6 +23,7 @@ from typing import Any
 from translog.errors import SyslogFrameError, SyslogFrameTooLargeError, SyslogMessageError
 from translog.formats.event_builder import encode_event
 from translog.formats.event_schema import MAX_EVENT_BYTES, MAX_TIME, SCHEMA
+from translog.formats.framing import StreamFramer
 
 SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 """RFC 5424 severity names, by code (the ``action`` is ``syslog.<name>``)."""
@@ -60,71 +61,47 @@ _TEXT_OK = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _RAW_OK = re.compile(r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*")  # tab, LF and CR too
 
 
-class OctetFramer:
+class OctetFramer(StreamFramer[bytes]):
     """RFC 6587 octet counting: ``MSG-LEN SP SYSLOG-MSG``, MSG-LEN a decimal without a
-    leading zero. :meth:`feed` returns the complete frames so far; a broken frame raises
-    :class:`SyslogFrameError`, a frame over ``max_frame`` bytes
-    :class:`SyslogFrameTooLargeError` (as soon as its length is read). Either leaves the
-    stream unusable: the connection must close. The frames before the broken one are still
-    returned: the error is then raised by :meth:`check` (and every later call)."""
+    leading zero. A broken frame raises :class:`SyslogFrameError`, a frame over
+    ``max_frame`` bytes :class:`SyslogFrameTooLargeError` (as soon as its length is read);
+    :class:`StreamFramer` has the rules for what comes after."""
 
-    __slots__ = ("_buf", "_digits", "_error", "_max", "_need")
+    __slots__ = ("_digits", "_max", "_need")
 
     def __init__(self, max_frame: int) -> None:
+        super().__init__()
         self._max = max_frame
         self._digits = min(len(str(max_frame)), MAX_MSG_LEN_DIGITS)
-        self._buf = bytearray()
         self._need = -1
         """The length of the frame being read, or -1 while reading a MSG-LEN."""
-        self._error: SyslogFrameError | SyslogFrameTooLargeError | None = None
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held: a partial frame or length."""
-        return len(self._buf)
+    def next_frame(self, buf: bytearray, pos: int) -> tuple[bytes | None, int]:
+        if self._need < 0:
+            space = buf.find(b" ", pos, pos + self._digits + 1)
+            if space < 0:
+                self._check_length(buf[pos : min(len(buf), pos + self._digits + 1)], False)
+                return None, pos
+            self._need = self._check_length(buf[pos:space], True)
+            pos = space + 1
+        if len(buf) - pos < self._need:
+            return None, pos
+        end = pos + self._need
+        self._need = -1
+        return bytes(buf[pos:end]), end
 
-    def check(self) -> None:
-        """Raise the framing error found after the frames :meth:`feed` returned, if any."""
-        if self._error is not None:
-            raise self._error
+    def in_frame(self) -> bool:
+        return self._need >= 0
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Append ``data``; the frames it completes, in order."""
-        self.check()
-        buf = self._buf
-        buf += data
-        frames: list[bytes] = []
-        pos = 0
-        end = len(buf)
-        try:
-            while True:
-                if self._need < 0:
-                    space = buf.find(b" ", pos, pos + self._digits + 1)
-                    if space < 0:
-                        self._check_length(buf[pos : min(end, pos + self._digits + 1)], False)
-                        break
-                    self._need = self._check_length(buf[pos:space], True)
-                    pos = space + 1
-                if end - pos < self._need:
-                    break
-                frames.append(bytes(buf[pos : pos + self._need]))
-                pos += self._need
-                self._need = -1
-        except (SyslogFrameError, SyslogFrameTooLargeError) as e:
-            self._error = e
-            if not frames:
-                raise
-        finally:
-            del buf[:pos]
-        return frames
+    def broken(self, reason: str) -> SyslogFrameError:
+        return SyslogFrameError(f"octet-counted framing: {reason}")
 
     def _check_length(self, digits: bytearray, complete: bool) -> int:
         """The MSG-LEN ``digits`` (complete: followed by SP); raise if it cannot be one."""
         if digits[:1] == b"0" or not digits.isdigit():
             if not digits and not complete:
                 return 0
-            shown = bytes(digits[:16])
-            raise SyslogFrameError(f"octet-counted framing: bad MSG-LEN {shown!r}")
+            raise self.broken(f"bad MSG-LEN {bytes(digits[:16])!r}")
         if len(digits) > self._digits or int(digits) > self._max:
             raise SyslogFrameTooLargeError(
                 f"octet-counted framing: frame of {int(digits[: self._digits + 1])}"
@@ -132,14 +109,6 @@ class OctetFramer:
                 f"{self._max}-byte limit"
             )
         return int(digits) if complete else 0
-
-    def end(self) -> None:
-        """At end of stream: a partial frame left over is an error."""
-        self.check()
-        if self._buf:
-            raise SyslogFrameError(
-                f"octet-counted framing: stream ended inside a frame ({len(self._buf)} bytes)"
-            )
 
 
 def frame(message: bytes) -> bytes:
@@ -414,13 +383,15 @@ def syslog_event(
     received_ms: int,
     client: str | None,
     peer: tuple[str, int] | None,
+    protocol: str = "syslog-tls",
 ) -> dict[str, Any]:
     """The ``translog.event/v1`` event for ``message`` (docs/EVENTS.md has the table).
 
     ``client`` is the TLS client certificate's subject (None: no certificate), ``peer`` the
-    connection's address. The event keeps the original bytes (``details.raw`` or
-    ``details.raw_base64``); if the parsed fields would take it past the event size limit,
-    they are left out (``details.syslog.omitted``), never the original.
+    connection's address, ``protocol`` the transport (``syslog-tls``, ``relp-tls``). The
+    event keeps the original bytes (``details.raw`` or ``details.raw_base64``); if the parsed
+    fields would take it past the event size limit, they are left out
+    (``details.syslog.omitted``), never the original.
     """
     peer_ip = peer[0] if peer else None
     actor = _field(message.hostname, 256) or peer_ip or "unknown"
@@ -446,7 +417,7 @@ def syslog_event(
     if message.format == "rfc5424":
         parsed["bom"] = message.bom
     parsed["msg"] = message.msg.decode("utf-8", "replace")
-    transport: dict[str, Any] = {"protocol": "syslog-tls"}
+    transport: dict[str, Any] = {"protocol": protocol}
     if client is not None:
         transport["client_subject"] = client
     if peer is not None:

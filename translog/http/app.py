@@ -35,6 +35,7 @@ from translog.core.signing import NoteSigner
 from translog.errors import ConfigError
 from translog.http import ingest, keys, ops, otlp, read, search, submit
 from translog.http.errors import error_middleware
+from translog.ingest.relp import RelpListener
 from translog.ingest.syslog import SyslogListener, server_context
 from translog.log.sequencer import Log, LogOptions
 from translog.log.submission import Submissions
@@ -46,6 +47,8 @@ from translog.witness.client import Cosigner, publication_step
 COSIGNER = web.AppKey("translog.cosigner", Cosigner)
 SYSLOG = web.AppKey("translog.syslog", SyslogListener)
 """The syslog-over-TLS listener, when ``[syslog] listen`` is set (its ``port`` once started)."""
+RELP = web.AppKey("translog.relp", RelpListener)
+"""The RELP-over-TLS listener, when ``[syslog] relp_listen`` is set."""
 
 
 def make_app(
@@ -99,7 +102,7 @@ def make_app(
     ingest.add_routes(app, prefix)
     otlp.add_routes(app, prefix)
     app.cleanup_ctx.append(_run_log)
-    if config.syslog.listen:
+    if config.syslog.listen or config.syslog.relp_listen:
         _add_syslog(app, config, data_dir or Path.cwd())
     if config.events.enabled:
         if data_dir is not None:
@@ -119,18 +122,29 @@ async def _run_log(app: web.Application) -> AsyncIterator[None]:
 
 
 def _add_syslog(app: web.Application, config: Config, data_dir: Path) -> None:
-    """The syslog listener: started once the log runs, closed before the log closes (so
-    every message it read is sequenced in the final checkpoint)."""
+    """The syslog and RELP listeners: started once the log runs, closed before the log
+    closes (so every message they read is sequenced in the final checkpoint)."""
     s = config.syslog
     context = server_context(
         data_dir / s.tls_cert, data_dir / s.tls_key, data_dir / s.client_ca if s.client_ca else None
     )
-    app[SYSLOG] = SyslogListener(app[keys.SUBMISSIONS], s, context)
+    listeners: list[tuple[SyslogListener, str]] = []
+    if s.listen:
+        app[SYSLOG] = SyslogListener(app[keys.SUBMISSIONS], s, context)
+        listeners.append((app[SYSLOG], s.listen))
+    if s.relp_listen:
+        app[RELP] = RelpListener(app[keys.SUBMISSIONS], s, context)
+        listeners.append((app[RELP], s.relp_listen))
 
     async def run(app: web.Application) -> AsyncIterator[None]:
-        await app[SYSLOG].start(*parse_listen(s.listen))
-        yield
-        await app[SYSLOG].close()
+        started: list[SyslogListener] = []
+        try:
+            for listener, address in listeners:
+                await listener.start(*parse_listen(address))
+                started.append(listener)
+            yield
+        finally:
+            await asyncio.gather(*(listener.close() for listener in started))
 
     app.cleanup_ctx.append(run)
 

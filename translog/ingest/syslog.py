@@ -29,7 +29,9 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 
@@ -37,6 +39,7 @@ from translog.config import SyslogSection
 from translog.errors import ConfigError, PushbackError, TranslogError
 from translog.formats.batch import Batch
 from translog.formats.event_builder import encode_event
+from translog.formats.framing import StreamFramer
 from translog.formats.syslog import OctetFramer, parse_message, syslog_event
 from translog.keyfile import read_private_file
 from translog.log.requests import SubmitRequest
@@ -49,6 +52,8 @@ READ_SIZE = 64 * 1024
 RETRY_MAX_S = 1.0
 """Longest wait between two tries of messages the pool pushed back."""
 CLOSE_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
 
 _log = logging.getLogger("translog.syslog")
 
@@ -105,6 +110,13 @@ class Window:
 class SyslogListener:
     """The listener over one log's :class:`Submissions`."""
 
+    NAME = "syslog"
+    """Names its metrics (``translog_<NAME>_...``) and log lines."""
+    SOURCE = SOURCE
+    PROTOCOL = "syslog-tls"
+    """``details.transport.protocol`` of its events."""
+    SETTING = "syslog.listen"
+
     def __init__(
         self, submissions: Submissions, config: SyslogSection, context: ssl.SSLContext
     ) -> None:
@@ -118,15 +130,17 @@ class SyslogListener:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._submits: set[asyncio.Task[None]] = set()
+        self._submits: set[asyncio.Task[str | None]] = set()
         self._tokens: dict[str, TokenInfo] = {}
         self._closing = False
         metrics = submissions.metrics
         metrics.counter(
-            "translog_syslog_connections_total", "syslog connections, by how they ended"
+            f"translog_{self.NAME}_connections_total", f"{self.NAME} connections, by how they ended"
         )
         metrics.gauge(
-            "translog_syslog_inflight", "syslog messages read, not yet durable", self._inflight
+            f"translog_{self.NAME}_inflight",
+            f"{self.NAME} messages read, not yet durable",
+            self._inflight,
         )
 
     def _pool(self) -> int:
@@ -142,9 +156,9 @@ class SyslogListener:
                 self._accept, host, port, ssl=self.context, limit=READ_SIZE
             )
         except OSError as e:
-            raise ConfigError(f"syslog.listen: couldn't listen on {host}:{port}: {e}") from e
+            raise ConfigError(f"{self.SETTING}: couldn't listen on {host}:{port}: {e}") from e
         self.port = int(self._server.sockets[0].getsockname()[1])
-        _log.info("syslog over TLS on %s:%d", host, self.port)
+        _log.info("%s over TLS on %s:%d", self.NAME, host, self.port)
         return self.port
 
     async def close(self) -> None:
@@ -177,8 +191,8 @@ class SyslogListener:
         task = asyncio.current_task()
         assert task is not None
         if self._closing or len(self._connections) >= self.config.max_connections:
-            _log.warning("syslog: refusing a connection: syslog.max_connections reached")
-            self._ended("refused")
+            _log.warning("%s: refusing a connection: syslog.max_connections reached", self.NAME)
+            self.ended("refused")
             writer.transport.abort()
             return
         self._connections.add(task)
@@ -189,97 +203,143 @@ class SyslogListener:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        subject, address, who = self.peer(writer)
+        conn = Window(self.config.max_inflight_per_connection)
+        ending = "eof"
+        try:
+            async with contextlib.aclosing(
+                self.reads(reader, OctetFramer(self.config.max_message_bytes))
+            ) as reads:
+                async for frames, received_ms in reads:
+                    step = self.group
+                    for i in range(0, len(frames), step):
+                        group = frames[i : i + step]
+                        await conn.acquire(len(group))  # the backpressure: no read meanwhile
+                        await self.window.acquire(len(group))
+                        payloads = self.payloads(group, received_ms, subject, address)
+                        self.submit(payloads, subject, conn, writer, who)
+        except (TranslogError, OSError, EOFError, asyncio.CancelledError) as e:
+            # CancelledError is close(): not re-raised, asyncio's stream callback would log
+            # the cancelled task as an error
+            ending = self.ending(e, who)
+        self.ended(ending)
+
+    # -- shared with the RELP listener ---------------------------------------------------
+
+    def peer(self, writer: asyncio.StreamWriter) -> tuple[str | None, tuple[str, int] | None, str]:
+        """The client certificate's subject, the peer address, and how log lines name it."""
         peer = writer.get_extra_info("peername")
         address = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         subject = peer_subject(writer.get_extra_info("ssl_object"))
-        who = f"{address[0] if address else '?'} ({subject or 'no certificate'})"
-        conn = Window(self.config.max_inflight_per_connection)
-        framer = OctetFramer(self.config.max_message_bytes)
+        return subject, address, f"{address[0] if address else '?'} ({subject or 'no certificate'})"
+
+    def payloads(
+        self,
+        messages: list[bytes],
+        received_ms: int,
+        subject: str | None,
+        address: tuple[str, int] | None,
+    ) -> list[bytes]:
+        """The events of ``messages`` (docs/EVENTS.md), encoded."""
+        return [
+            encode_event(
+                syslog_event(
+                    parse_message(raw, received_ms),
+                    event_id=str(uuid.uuid4()),
+                    tenant=self.config.tenant,
+                    received_ms=received_ms,
+                    client=subject,
+                    peer=address,
+                    protocol=self.PROTOCOL,
+                )
+            )
+            for raw in messages
+        ]
+
+    async def reads(
+        self, reader: asyncio.StreamReader, framer: StreamFramer[T]
+    ) -> AsyncGenerator[tuple[list[T], int], None]:
+        """The frames of each read, with when it was read (ms since the epoch). Ends at end
+        of stream (a partial frame raises); a broken frame raises once the frames before it
+        were handled; TimeoutError after ``idle_timeout_ms`` without a byte."""
         idle = self.config.idle_timeout_ms / 1000 or None
-        ending = "eof"
-        try:
-            while True:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), idle)
-                if not data:
-                    framer.end()
-                    break
-                frames = framer.feed(data)
-                received_ms = time.time_ns() // 1_000_000
-                step = self.group
-                for i in range(0, len(frames), step):
-                    group = frames[i : i + step]
-                    await conn.acquire(len(group))  # the backpressure: no read meanwhile
-                    await self.window.acquire(len(group))
-                    payloads = [
-                        encode_event(
-                            syslog_event(
-                                parse_message(raw, received_ms),
-                                event_id=str(uuid.uuid4()),
-                                tenant=self.config.tenant,
-                                received_ms=received_ms,
-                                client=subject,
-                                peer=address,
-                            )
-                        )
-                        for raw in group
-                    ]
-                    self._submit(payloads, subject, conn, writer, who)
-                framer.check()  # a broken frame after these: now the connection closes
-        except TranslogError as e:  # framing: this connection only
-            ending = "bad_frame"
-            _log.warning("syslog: closing the connection from %s: %s", who, e)
-        except TimeoutError:
-            ending = "idle"
-            _log.info("syslog: closing the idle connection from %s", who)
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError) as e:
-            ending = "error"
-            _log.info("syslog: connection from %s failed: %s", who, e)
-        except asyncio.CancelledError:  # close(): not re-raised, asyncio's stream callback
-            ending = "shutdown"  # would log the cancelled task as an error
-        self._ended(ending)
+        while True:
+            data = await asyncio.wait_for(reader.read(READ_SIZE), idle)
+            if not data:
+                framer.end()
+                return
+            yield framer.feed(data), time.time_ns() // 1_000_000
+            framer.check()
 
-    def _ended(self, how: str) -> None:
-        self.submissions.metrics.inc("translog_syslog_connections_total", ended=how)
+    def ending(self, e: BaseException, who: str) -> str:
+        """How a connection that ``e`` ended is counted, with the reason logged."""
+        if isinstance(e, TranslogError):  # framing: this connection only
+            _log.warning("%s: closing the connection from %s: %s", self.NAME, who, e)
+            return "bad_frame"
+        if isinstance(e, TimeoutError):
+            _log.info("%s: closing the idle connection from %s", self.NAME, who)
+            return "idle"
+        if isinstance(e, asyncio.CancelledError):
+            return "shutdown"
+        _log.info("%s: connection from %s failed: %s", self.NAME, who, e)
+        return "error"
 
-    def _submit(
+    def ended(self, how: str) -> None:
+        """Count a connection that ended ``how``."""
+        self.submissions.metrics.inc(f"translog_{self.NAME}_connections_total", ended=how)
+
+    def submit(
         self,
         payloads: list[bytes],
         subject: str | None,
         conn: Window,
         writer: asyncio.StreamWriter,
         who: str,
-    ) -> None:
-        labels = [f"syslog message {i + 1}" for i in range(len(payloads))]
+    ) -> asyncio.Task[str | None]:
+        """Submit ``payloads`` in the background, until durable; the task returns None
+        once they are, or why they are not (the connection is then aborted, unless the
+        caller answers for itself: the RELP listener)."""
+        labels = [f"{self.NAME} message {i + 1}" for i in range(len(payloads))]
         request = SubmitRequest(
             self.token(subject),
             Batch(payloads, None, labels),
             batch=True,
             started=time.monotonic(),
-            source=SOURCE,
+            source=self.SOURCE,
         )
         task = asyncio.create_task(self._durable(request, conn, writer, who))
         self._submits.add(task)
         task.add_done_callback(self._submits.discard)
+        return task
+
+    def refused(self, writer: asyncio.StreamWriter) -> None:
+        """What a submission that failed does to its connection: plain syslog cannot say
+        which messages failed, so it is aborted."""
+        writer.transport.abort()
 
     async def _durable(
         self, request: SubmitRequest, conn: Window, writer: asyncio.StreamWriter, who: str
-    ) -> None:
+    ) -> str | None:
         """Submit until durable: pushback is waited out, another refusal ends the connection."""
         n = len(request.entries)
         try:
             while True:
                 try:
                     await self.submissions.durable(request)
-                    return
+                    return None
                 except PushbackError as e:
                     if self._closing:
-                        _log.warning("syslog: shutting down; %d messages from %s dropped", n, who)
-                        return
+                        _log.warning(
+                            "%s: shutting down; %d messages from %s dropped", self.NAME, n, who
+                        )
+                        return "shutting down"
                     await asyncio.sleep(min(max(e.retry_after, 0.01), RETRY_MAX_S))
                 except TranslogError as e:
-                    _log.error("syslog: closing the connection from %s: %d messages: %s", who, n, e)
-                    writer.transport.abort()
-                    return
+                    _log.error(
+                        "%s: closing the connection from %s: %d messages: %s", self.NAME, who, n, e
+                    )
+                    self.refused(writer)
+                    return str(e)
         finally:
             await conn.release(n)
             await self.window.release(n)
