@@ -333,7 +333,6 @@ class BucketWatcher:
         note = await self._get(layout.CHECKPOINT_KEY)
         if note is None or note == self._last:
             return
-        self._last = note
         cp, _, _ = open_checkpoint(note, self.log.verifier)
         self.forks.see(cp.size, cp.root_hash, "bucket")
         self.sizes.append((time.monotonic(), cp.size))
@@ -341,8 +340,11 @@ class BucketWatcher:
             self.problems.append(
                 f"the bucket's checkpoint went back from {self.tree.size} to {cp.size}"
             )
-            return
-        await self.verify(cp.size, cp.root_hash)
+        else:
+            await self.verify(cp.size, cp.root_hash)
+        # Only now: a poll cancelled inside verify() (stop() cancels the background one)
+        # leaves this checkpoint to the final poll, rather than marking it as seen.
+        self._last = note
 
     async def verify(self, size: int, root: bytes) -> None:
         """Every tile and bundle the checkpoint needs is there; the entries hash to its root."""
