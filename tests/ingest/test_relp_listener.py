@@ -248,3 +248,35 @@ async def test_a_second_open_is_answered_and_ignored(certs: Certs) -> None:
             (3, b"200 OK"),
         ]
         assert app[LOG].size == 1
+
+
+async def test_on_shutdown_durable_messages_are_answered_then_serverclose(certs: Certs) -> None:
+    async with running_log(relp_config(certs)) as app, connect(app, certs) as client:
+        submissions = app[SUBMISSIONS]
+        gate = asyncio.Event()
+        original = submissions.durable
+
+        async def stalled(request: SubmitRequest) -> Any:
+            await gate.wait()
+            return await original(request)
+
+        submissions.durable = stalled  # type: ignore[method-assign]
+        await client.opened()
+        await client.send(syslogs(2, 3))
+        async with asyncio.timeout(5):
+            while app[RELP].window.used < 3:
+                await asyncio.sleep(0.01)
+        closing = asyncio.create_task(app[RELP].close())
+        await asyncio.sleep(0.2)  # the listener has stopped reading, the messages are pending
+        assert not closing.done()
+        gate.set()
+        frames = await client.closed()
+        await closing
+        assert [(f.txnr, f.command, f.data) for f in frames] == [
+            (2, "rsp", b"200 OK"),
+            (3, "rsp", b"200 OK"),
+            (4, "rsp", b"200 OK"),
+            (0, "serverclose", b""),
+        ]
+        assert app[LOG].size == 3
+        await ended(app, "shutdown")
