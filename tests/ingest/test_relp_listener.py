@@ -108,6 +108,20 @@ def events(app: Any) -> list[dict[str, Any]]:
     return [json.loads(e.payload) for e in log.entries(0, log.size)]
 
 
+def stall(app: Any) -> asyncio.Event:
+    """Hold every submission until the returned event is set (the log "never" gets durable)."""
+    submissions = app[SUBMISSIONS]
+    gate = asyncio.Event()
+    original = submissions.durable
+
+    async def stalled(request: SubmitRequest) -> Any:
+        await gate.wait()
+        return await original(request)
+
+    submissions.durable = stalled  # type: ignore[method-assign]
+    return gate
+
+
 async def ended(app: Any, how: str, timeout: float = 5.0) -> None:
     """Until the connection counter shows one connection that ended ``how``."""
     line = f'translog_relp_connections_total{{ended="{how}"}} 1'
@@ -141,15 +155,7 @@ async def test_messages_answered_in_order_once_durable_and_close(certs: Certs) -
 
 async def test_no_answer_before_the_messages_are_durable(certs: Certs) -> None:
     async with running_log(relp_config(certs)) as app, connect(app, certs) as client:
-        submissions = app[SUBMISSIONS]
-        gate = asyncio.Event()
-        original = submissions.durable
-
-        async def stalled(request: SubmitRequest) -> Any:
-            await gate.wait()
-            return await original(request)
-
-        submissions.durable = stalled  # type: ignore[method-assign]
+        gate = stall(app)
         await client.opened()
         await client.send(syslogs(2, 5))
         await client.send(encode_frame(7, "bogus") + syslogs(8, 2, start=5))
@@ -252,15 +258,7 @@ async def test_a_second_open_is_answered_and_ignored(certs: Certs) -> None:
 
 async def test_on_shutdown_durable_messages_are_answered_then_serverclose(certs: Certs) -> None:
     async with running_log(relp_config(certs)) as app, connect(app, certs) as client:
-        submissions = app[SUBMISSIONS]
-        gate = asyncio.Event()
-        original = submissions.durable
-
-        async def stalled(request: SubmitRequest) -> Any:
-            await gate.wait()
-            return await original(request)
-
-        submissions.durable = stalled  # type: ignore[method-assign]
+        gate = stall(app)
         await client.opened()
         await client.send(syslogs(2, 3))
         async with asyncio.timeout(5):
