@@ -99,10 +99,8 @@ class RelpListener(SyslogListener):
         ending = "eof"
 
         async def messages(run: list[RelpFrame], received_ms: int) -> bool:
-            await conn.acquire(len(run))  # the backpressure: no read meanwhile
-            await self.window.acquire(len(run))
-            payloads = self.payloads([m.data for m in run], received_ms, subject, address)
-            task = self.submit(payloads, subject, conn, writer, who)
+            data = [m.data for m in run]
+            task = await self.admit(data, received_ms, subject, address, conn, writer, who)
             return await self._owe(session, responder, Answer([m.txnr for m in run], task))
 
         async def handle(frames: list[RelpFrame], received_ms: int) -> bool:

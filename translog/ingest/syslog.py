@@ -214,10 +214,7 @@ class SyslogListener:
                     step = self.group
                     for i in range(0, len(frames), step):
                         group = frames[i : i + step]
-                        await conn.acquire(len(group))  # the backpressure: no read meanwhile
-                        await self.window.acquire(len(group))
-                        payloads = self.payloads(group, received_ms, subject, address)
-                        self.submit(payloads, subject, conn, writer, who)
+                        await self.admit(group, received_ms, subject, address, conn, writer, who)
         except (TranslogError, OSError, EOFError, asyncio.CancelledError) as e:
             # CancelledError is close(): not re-raised, asyncio's stream callback would log
             # the cancelled task as an error
@@ -287,6 +284,23 @@ class SyslogListener:
     def ended(self, how: str) -> None:
         """Count a connection that ended ``how``."""
         self.submissions.metrics.inc(f"translog_{self.NAME}_connections_total", ended=how)
+
+    async def admit(
+        self,
+        messages: list[bytes],
+        received_ms: int,
+        subject: str | None,
+        address: tuple[str, int] | None,
+        conn: Window,
+        writer: asyncio.StreamWriter,
+        who: str,
+    ) -> asyncio.Task[str | None]:
+        """Wait for room in the connection's window and the listener's (no read meanwhile:
+        the backpressure), then :meth:`submit` the events of ``messages``."""
+        await conn.acquire(len(messages))
+        await self.window.acquire(len(messages))
+        payloads = self.payloads(messages, received_ms, subject, address)
+        return self.submit(payloads, subject, conn, writer, who)
 
     def submit(
         self,
